@@ -1,0 +1,44 @@
+"""mimuon_optax: Muon and MiMuon (Mixed Muon) as composable Optax transforms."""
+
+from optax.contrib import MuonDimensionNumbers
+
+from mimuon_optax._alias import default_param_labels
+from mimuon_optax._alias import mimuon
+from mimuon_optax._alias import muon
+from mimuon_optax._alias import scale_by_lr_scaling
+from mimuon_optax._gap import GapStats
+from mimuon_optax._gap import singular_values
+from mimuon_optax._gap import spectral_gap
+from mimuon_optax._matrix import resolve_dimension_numbers
+from mimuon_optax._mix import MiMuonMixState
+from mimuon_optax._mix import mimuon_mix
+from mimuon_optax._mix import mix_diagnostics
+from mimuon_optax._momentum import MomentumState
+from mimuon_optax._momentum import momentum
+from mimuon_optax._newton_schulz import NSSchedule
+from mimuon_optax._newton_schulz import newton_schulz
+from mimuon_optax._newton_schulz import ns_schedule
+from mimuon_optax._newton_schulz import scale_by_newton_schulz
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "GapStats",
+    "MiMuonMixState",
+    "MomentumState",
+    "MuonDimensionNumbers",
+    "NSSchedule",
+    "default_param_labels",
+    "mimuon",
+    "mimuon_mix",
+    "mix_diagnostics",
+    "momentum",
+    "muon",
+    "newton_schulz",
+    "ns_schedule",
+    "resolve_dimension_numbers",
+    "scale_by_lr_scaling",
+    "scale_by_newton_schulz",
+    "singular_values",
+    "spectral_gap",
+)

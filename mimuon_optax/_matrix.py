@@ -1,0 +1,173 @@
+"""Viewing parameter leaves as batches of matrices.
+
+Every matrix transform in this package (Newton-Schulz, the MiMuon gap test,
+learning-rate scaling by shape) sees a leaf through the same lens: a
+``optax.contrib.MuonDimensionNumbers`` names its reduction (fan-in) axes and
+its output (fan-out) axes; every other axis is a batch axis, and each slice
+along the batch axes is one matrix that is treated on its own. This module is
+the one place where that rule lives.
+
+Layout follows Flax: a dense kernel is ``(fan_in, fan_out)``, a conv kernel
+``(H, W, C_in, C_out)`` is ``MuonDimensionNumbers((0, 1, 2), 3)``, and a
+layer-stacked kernel ``(L, D_in, D_out)`` is ``MuonDimensionNumbers(1, 2)``
+(one matrix per layer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from optax.contrib import MuonDimensionNumbers
+
+WeightDimNums = Any  # MuonDimensionNumbers | tree of them (None leaves) | fn
+_DEFAULT_2D = MuonDimensionNumbers(reduction_axis=0, output_axis=1)
+
+
+def is_passthrough(x: Any) -> bool:
+  """Leaves that matrix transforms leave alone: None and optax.MaskedNode."""
+  return x is None or isinstance(x, optax.MaskedNode)
+
+
+def _is_dim_nums_leaf(x: Any) -> bool:
+  return x is None or isinstance(x, (MuonDimensionNumbers, optax.MaskedNode))
+
+
+def _as_tuple(axes) -> tuple[int, ...]:
+  return (axes,) if isinstance(axes, int) else tuple(axes)
+
+
+@dataclasses.dataclass(frozen=True)
+class MatrixView:
+  """How one leaf maps to a ``(batch, fan_in, fan_out)`` stack of matrices."""
+
+  shape: tuple[int, ...]
+  batch_axes: tuple[int, ...]
+  reduction_axes: tuple[int, ...]
+  output_axes: tuple[int, ...]
+
+  @property
+  def batch_shape(self) -> tuple[int, ...]:
+    return tuple(self.shape[a] for a in self.batch_axes)
+
+  @property
+  def fan_in(self) -> int:
+    return math.prod(self.shape[a] for a in self.reduction_axes)
+
+  @property
+  def fan_out(self) -> int:
+    return math.prod(self.shape[a] for a in self.output_axes)
+
+  @property
+  def _perm(self) -> tuple[int, ...]:
+    return self.batch_axes + self.reduction_axes + self.output_axes
+
+  def to_matrices(self, x: jax.Array) -> jax.Array:
+    """Leaf -> ``(prod(batch_shape), fan_in, fan_out)``."""
+    flat = (math.prod(self.batch_shape), self.fan_in, self.fan_out)
+    return x.transpose(self._perm).reshape(flat)
+
+  def from_matrices(self, x_BxMxN: jax.Array) -> jax.Array:
+    """Inverse of :meth:`to_matrices`."""
+    perm = self._perm
+    unflat = tuple(self.shape[a] for a in perm)
+    inverse = tuple(sorted(range(len(perm)), key=perm.__getitem__))
+    return x_BxMxN.reshape(unflat).transpose(inverse)
+
+  def per_matrix(self, x_B: jax.Array) -> jax.Array:
+    """A ``(prod(batch_shape),)`` vector -> ``batch_shape`` (for diagnostics)."""
+    return x_B.reshape(self.batch_shape)
+
+
+def matrix_view(path: Any, shape: tuple[int, ...],
+                dim_nums: MuonDimensionNumbers | None) -> MatrixView:
+  """Validates ``dim_nums`` for a leaf; errors name the parameter path."""
+  name = jax.tree_util.keystr(path) or '<root>'
+  ndim = len(shape)
+  if dim_nums is None:
+    if ndim != 2:
+      raise ValueError(
+          f'Parameter {name} has shape {shape} (ndim={ndim}) and was routed to'
+          ' the matrix optimizer without weight_dimension_numbers. Pass'
+          ' MuonDimensionNumbers(reduction_axis=..., output_axis=...) for it'
+          ' (e.g. (0, 1, 2), 3 for an HWIO conv kernel, or 1, 2 for a layer'
+          ' stack (L, D_in, D_out)), or route it to AdamW with param_labels.')
+    dim_nums = _DEFAULT_2D
+  try:
+    reduction = tuple(a % ndim for a in _as_tuple(dim_nums.reduction_axis))
+    output = tuple(a % ndim for a in _as_tuple(dim_nums.output_axis))
+  except ZeroDivisionError:
+    reduction = output = ()
+  if not reduction or not output or set(reduction) & set(output):
+    raise ValueError(
+        f'Parameter {name} with shape {shape}: {dim_nums} must name disjoint,'
+        ' non-empty reduction and output axes.')
+  batch = tuple(a for a in range(ndim) if a not in reduction + output)
+  return MatrixView(tuple(shape), batch, reduction, output)
+
+
+def resolve_dimension_numbers(updates: Any,
+                              weight_dimension_numbers: WeightDimNums) -> Any:
+  """A tree shaped like ``updates`` with one ``MuonDimensionNumbers`` per leaf.
+
+  ``weight_dimension_numbers`` may be None (every leaf is a 2-D matrix), one
+  ``MuonDimensionNumbers`` for every leaf, a tree matching the params (None
+  leaves fall back to the 2-D rule), or a callable returning such a tree. When
+  ``updates`` is masked by ``optax.partition``, masked leaves stay masked.
+
+  Raises:
+    ValueError: naming the parameter path of any leaf that cannot be viewed
+      as matrices (ndim != 2 without dimension numbers, bad axes).
+  """
+  if callable(weight_dimension_numbers):
+    weight_dimension_numbers = weight_dimension_numbers(updates)
+  if _is_dim_nums_leaf(weight_dimension_numbers):
+    weight_dimension_numbers = jax.tree.map(
+        lambda _: weight_dimension_numbers, updates, is_leaf=is_passthrough)
+
+  def one(path, u, dim_nums):
+    if is_passthrough(u):
+      return u
+    if isinstance(dim_nums, optax.MaskedNode):
+      dim_nums = None
+    view = matrix_view(path, u.shape, dim_nums)
+    return MuonDimensionNumbers(view.reduction_axes, view.output_axes)
+
+  return jax.tree_util.tree_map_with_path(
+      one, updates, weight_dimension_numbers, is_leaf=is_passthrough)
+
+
+def matrix_views(updates: Any, weight_dimension_numbers: WeightDimNums) -> Any:
+  """Like :func:`resolve_dimension_numbers`, with a ``MatrixView`` per leaf.
+
+  Passthrough leaves (None, MaskedNode) map to None.
+  """
+  dim_nums = resolve_dimension_numbers(updates, weight_dimension_numbers)
+  return jax.tree.map(
+      lambda u, d: None if is_passthrough(u) else matrix_view((), u.shape, d),
+      updates, dim_nums, is_leaf=is_passthrough)
+
+
+def map_matrices(fn: Callable[..., Any], views: Any, *trees: Any) -> Any:
+  """``fn(view, *leaves)`` at every matrix leaf of ``views``.
+
+  ``views`` comes from :func:`matrix_views`; each of ``trees`` has its
+  structure as a prefix (a leaf there may be a tuple, passed whole). Other
+  positions keep the first tree's entry (None or MaskedNode).
+  """
+  def one(view, *leaves):
+    return leaves[0] if view is None else fn(view, *leaves)
+
+  return jax.tree.map(one, views, *trees, is_leaf=lambda x: x is None)
+
+
+def zeros_per_matrix(params: Any, weight_dimension_numbers: WeightDimNums,
+                     dtype: Any, fill: Any = 0) -> Any:
+  """One value per matrix (shape ``batch_shape``) for state diagnostics."""
+  views = matrix_views(params, weight_dimension_numbers)
+  return map_matrices(
+      lambda view, _: jnp.full(view.batch_shape, fill, dtype), views, params)

@@ -1,0 +1,188 @@
+"""Newton-Schulz orthogonalization: X -> approximately U V^T for X = U S V^T."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Union
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mimuon_optax import _matrix
+
+# Each step maps X -> a X + b (X X^T) X + c (X X^T)^2 X, i.e. the odd
+# polynomial p(s) = a s + b s^3 + c s^5 on every singular value s. Inputs are
+# first divided by frobenius_scale * ||X||_F, which puts every s in (0, 1].
+
+
+class NSSchedule(NamedTuple):
+  """A Newton-Schulz coefficient schedule."""
+
+  coeffs: np.ndarray  # shape=(steps, 3): (a, b, c) per step.
+  frobenius_scale: float  # divide by frobenius_scale * ||X||_F first.
+
+
+_JORDAN = (3.4445, -4.7750, 2.0315)  # Jordan et al. 2024, every step.
+_YOU = (  # Cesista, You et al.; optax.contrib.muon calls it "dion".
+    (4.0848, -6.8946, 2.9270),
+    (3.9505, -6.3029, 2.6377),
+    (3.7418, -5.5913, 2.3037),
+    (2.8769, -3.1427, 1.2046),
+    (2.8366, -3.0525, 1.2012),
+)
+# Amsel et al. 2025, as shipped by modded-nanogpt and dion (greedy minimax
+# polynomials for l=1e-3, safety factor 1.01, cushion 0.02; used with a
+# Frobenius normalization widened by 2%). tools/ns_coefficients.py regenerates
+# both lists and reproduces the published 5-step one.
+_POLAR_EXPRESS_5 = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+_POLAR_EXPRESS_8 = None  # filled below once generated.
+_CANS = None
+
+NS_PRESETS = ('jordan', 'you', 'polar_express', 'cans')
+
+
+def ns_schedule(ns_coeffs: Union[str, chex.Array] = 'polar_express',
+                ns_steps: int = 5) -> NSSchedule:
+  """Resolves a preset name or explicit coefficients to an ``NSSchedule``.
+
+  Args:
+    ns_coeffs: ``"jordan"`` (the same (a, b, c) every step, any ``ns_steps``),
+      ``"you"`` (5 steps), ``"polar_express"`` (5 or 8 steps), ``"cans"``; or
+      an explicit ``(3,)`` array (repeated ``ns_steps`` times) or ``(n, 3)``
+      array (its n steps; ``ns_steps`` is ignored).
+    ns_steps: number of steps for presets and ``(3,)`` coefficients.
+
+  Returns:
+    The schedule.
+
+  Raises:
+    ValueError: for an unknown preset, a step count the preset does not
+      provide, or coefficients of the wrong shape.
+  """
+  if isinstance(ns_coeffs, str):
+    tables = {
+        'jordan': {ns_steps: (_JORDAN,) * ns_steps},
+        'you': {5: _YOU},
+        'polar_express': {5: _POLAR_EXPRESS_5, 8: _POLAR_EXPRESS_8},
+        'cans': {len(_CANS or ()): _CANS},
+    }
+    if ns_coeffs not in tables:
+      raise ValueError(
+          f'Unknown ns_coeffs preset {ns_coeffs!r}; expected one of'
+          f' {NS_PRESETS} or an array of shape (3,) or (n, 3).')
+    if ns_steps not in tables[ns_coeffs]:
+      raise ValueError(
+          f'ns_coeffs={ns_coeffs!r} has schedules for ns_steps in'
+          f' {sorted(tables[ns_coeffs])}, got ns_steps={ns_steps}.')
+    scale = 1.02 if ns_coeffs == 'polar_express' else 1.0
+    return NSSchedule(np.asarray(tables[ns_coeffs][ns_steps]), scale)
+  coeffs = ns_coeffs if isinstance(ns_coeffs, jax.Array) else np.asarray(
+      ns_coeffs, np.float64)
+  if coeffs.ndim == 1 and coeffs.shape == (3,):
+    coeffs = jnp.broadcast_to(coeffs, (ns_steps, 3)) if isinstance(
+        coeffs, jax.Array) else np.broadcast_to(coeffs, (ns_steps, 3))
+  if coeffs.ndim != 2 or coeffs.shape[-1] != 3:
+    raise ValueError(
+        f'ns_coeffs must have shape (3,) or (n, 3), got {coeffs.shape}.')
+  return NSSchedule(coeffs, 1.0)
+
+
+def newton_schulz(
+    x_BxMxN: jax.Array,
+    schedule: NSSchedule,
+    *,
+    ns_dtype: chex.ArrayDType = jnp.bfloat16,
+    eps: chex.Numeric = 1e-7,
+) -> jax.Array:
+  """Orthogonalizes a batch of matrices; returns the input dtype.
+
+  Tall matrices are transposed so that the Gram matrix X X^T is the small
+  side. The normalization runs in float32, the iteration in ``ns_dtype``
+  (float32 matmuls at HIGHEST precision, so TPUs and GPUs do not silently use
+  bf16/tf32 passes). A zero matrix maps to zero.
+  """
+  dtype = x_BxMxN.dtype
+  ns_dtype = jnp.dtype(ns_dtype)
+  transpose = x_BxMxN.shape[-2] > x_BxMxN.shape[-1]
+  x = jnp.swapaxes(x_BxMxN, -1, -2) if transpose else x_BxMxN
+  x = x.astype(jnp.float32)
+  norm_B11 = jnp.linalg.norm(x, axis=(-2, -1), keepdims=True)
+  x = (x / (norm_B11 * schedule.frobenius_scale + eps)).astype(ns_dtype)
+  precision = (jax.lax.Precision.HIGHEST if jnp.finfo(ns_dtype).bits >= 32
+               else jax.lax.Precision.DEFAULT)
+  mm = lambda p, q: jnp.matmul(p, q, precision=precision)
+  coeffs = schedule.coeffs
+  for i in range(coeffs.shape[0]):
+    a, b, c = (jnp.asarray(coeffs[i, j], ns_dtype) for j in range(3))
+    gram_BxMxM = mm(x, jnp.swapaxes(x, -1, -2))
+    poly_BxMxM = b * gram_BxMxM + c * mm(gram_BxMxM, gram_BxMxM)
+    x = a * x + mm(poly_BxMxM, x)
+  x = jnp.swapaxes(x, -1, -2) if transpose else x
+  return x.astype(dtype)
+
+
+def scale_by_newton_schulz(
+    ns_coeffs: Union[str, chex.Array] = 'polar_express',
+    ns_steps: int = 5,
+    ns_dtype: Union[str, chex.ArrayDType] = 'bfloat16',
+    eps: chex.Numeric = 1e-7,
+    *,
+    weight_dimension_numbers: _matrix.WeightDimNums = None,
+) -> optax.GradientTransformation:
+  r"""Replaces every matrix by its approximate orthogonal polar factor.
+
+  For a matrix :math:`X = U S V^\top`, Newton-Schulz iterates odd
+  polynomials :math:`X \leftarrow a X + b (X X^\top) X + c (X X^\top)^2 X`
+  that push every singular value towards 1, giving :math:`\approx U V^\top`
+  without an SVD. The accuracy band of the output singular values depends on
+  the schedule and on the input's conditioning (see the README table).
+
+  Args:
+    ns_coeffs: coefficient schedule, see :func:`ns_schedule`.
+    ns_steps: number of iterations (static: pass it in ``static_args`` of
+      ``optax.inject_hyperparams``).
+    ns_dtype: dtype of the iteration (``"bfloat16"`` or ``"float32"``).
+    eps: added to the Frobenius norm before dividing by it.
+    weight_dimension_numbers: ``MuonDimensionNumbers`` (one for all leaves),
+      a tree of them matching the params (None leaves: 2-D rule), or a
+      callable returning such a tree. Without them every leaf must be 2-D.
+      Batch axes are orthogonalized slice by slice.
+
+  Returns:
+    A stateless ``optax.GradientTransformation``.
+
+  Raises:
+    ValueError: on ``init`` and ``update``, naming the parameter path of a
+      leaf that is not 2-D and has no dimension numbers.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import mimuon_optax
+    >>> tx = mimuon_optax.scale_by_newton_schulz(ns_dtype="float32")
+    >>> g = jax.random.normal(jax.random.key(0), (8, 4))
+    >>> o, _ = tx.update(g, tx.init(g))
+    >>> bool(jnp.all(jnp.abs(jnp.linalg.svd(o)[1] - 1) < 0.3))
+    True
+  """
+  schedule = ns_schedule(ns_coeffs, ns_steps)
+
+  def update_fn(updates, state, params=None):
+    del params
+    views = _matrix.matrix_views(updates, weight_dimension_numbers)
+    orthogonalize = lambda view, u: view.from_matrices(newton_schulz(
+        view.to_matrices(u), schedule, ns_dtype=ns_dtype, eps=eps))
+    return _matrix.map_matrices(orthogonalize, views, updates), state
+
+  def init_fn(params):
+    _matrix.matrix_views(params, weight_dimension_numbers)  # Fail early.
+    return optax.EmptyState()
+
+  return optax.GradientTransformation(init_fn, update_fn)
