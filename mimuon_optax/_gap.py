@@ -9,13 +9,13 @@ import jax
 import jax.numpy as jnp
 
 # Defaults, relative to the largest singular value s_max of each matrix.
-# The spectrum comes from float32 eigvalsh of the small-side Gram, whose
-# eigenvalues carry an absolute error of a few float32 ulps of s_max**2; in
-# singular values that is ~1e-7 * s_max**2 / s, so values below 1e-3 * s_max
-# are indistinguishable from zero (RANK_TOL) and two values whose squares
-# differ by less than 1e-5 * s_max**2 are indistinguishable from each other
-# (DUP_TOL). tests/test_gap.py measures both margins.
-RANK_TOL = 1e-3
+# The spectrum comes from float32 eigvalsh of the small-side Gram. Measured on
+# CPU (tests/test_gap.py re-checks at 256): exact zeros come out as
+# s <= 7e-4 * s_max (1024 x 3072) and exactly repeated values differ by
+# <= 6e-7 * s_max**2 in s**2. RANK_TOL and DUP_TOL sit ~7x and ~15x above.
+# The smallest resolvable gap is therefore dup_tol * s_max**2 / (s_i + s_j):
+# 5e-6 * s_max at the top of the spectrum, 1e-3 * s_max at the rank floor.
+RANK_TOL = 5e-3
 DUP_TOL = 1e-5
 
 

@@ -1,0 +1,1 @@
+"""Model definitions used to exercise the optimizers (Flax NNX)."""
