@@ -32,10 +32,10 @@ _YOU = (  # Cesista, You et al.; optax.contrib.muon calls it "dion".
     (2.8769, -3.1427, 1.2046),
     (2.8366, -3.0525, 1.2012),
 )
-# Amsel et al. 2025, as shipped by modded-nanogpt and dion (greedy minimax
-# polynomials for l=1e-3, safety factor 1.01, cushion 0.02; used with a
-# Frobenius normalization widened by 2%). tools/ns_coefficients.py regenerates
-# both lists and reproduces the published 5-step one.
+# Amsel et al. 2025, as shipped by modded-nanogpt and dion: greedy minimax
+# odd quintics from l0=1e-3 with safety factor 1.02 (all but the last step)
+# and cushion 0.02, used after a Frobenius normalization widened by 2%.
+# tools/ns_coefficients.py regenerates both lists (the 5-step one to 2e-15).
 _POLAR_EXPRESS_5 = (
     (8.156554524902461, -22.48329292557795, 15.878769915207462),
     (4.042929935166739, -2.808917465908714, 0.5000178451051316),
@@ -43,8 +43,28 @@ _POLAR_EXPRESS_5 = (
     (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
     (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
 )
-_POLAR_EXPRESS_8 = None  # filled below once generated.
-_CANS = None
+_POLAR_EXPRESS_8 = (  # matches pytorch_optimizer's 'polar_express_safer'.
+    (8.156554524902461, -22.483292925577953, 15.878769915207466),
+    (4.042929935166734, -2.8089174659087113, 0.500017845105131),
+    (3.891667802292666, -2.7724841532176883, 0.50606481785034),
+    (3.285753657755656, -2.3681294933425376, 0.464490242330031),
+    (2.3005307116270943, -1.6111665557258383, 0.3833374427545273),
+    (1.863121054638262, -1.2042160621002773, 0.3421879560523403),
+    (1.838257215227136, -1.1779263289583484, 0.33965130386593084),
+    (1.8750000219074958, -1.2500000427594176, 0.37500002085192163),
+)
+# Grishina et al. 2025 (CANS): minimax odd quintics chained on [a_k, b_k] ->
+# [1 - eps_k, 1 + eps_k], delta-orthogonalization with delta = 0.3, b0 = 1,
+# a0 = 5.0197e-4 found by bisection (tools/ns_coefficients.py; the same
+# construction reproduces the paper's published 4-step table to 1.6e-15).
+# Promises singular values in [0.7, 1.3] for normalized inputs >= 5e-4.
+_CANS = (
+    (8.492174566755889, -25.194352424993046, 18.697915058107416),
+    (4.219444008812061, -3.1341088096001286, 0.5835045573005019),
+    (4.102201555039562, -3.0525350044827504, 0.5742015780320154),
+    (3.6840917498136343, -2.756204732449484, 0.5404450723953242),
+    (2.732954572508748, -2.035483071212106, 0.4591024438056825),
+)
 
 NS_PRESETS = ('jordan', 'you', 'polar_express', 'cans')
 
@@ -72,7 +92,7 @@ def ns_schedule(ns_coeffs: Union[str, chex.Array] = 'polar_express',
         'jordan': {ns_steps: (_JORDAN,) * ns_steps},
         'you': {5: _YOU},
         'polar_express': {5: _POLAR_EXPRESS_5, 8: _POLAR_EXPRESS_8},
-        'cans': {len(_CANS or ()): _CANS},
+        'cans': {5: _CANS},
     }
     if ns_coeffs not in tables:
       raise ValueError(

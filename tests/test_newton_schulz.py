@@ -49,19 +49,23 @@ def _input(rng, shape, cond):
 @pytest.mark.parametrize('cond', CONDITIONS)
 def test_singular_values_follow_the_schedule_polynomial(
     rng, name, steps, shape, cond):
-  """float32 NS == the scalar polynomial on each singular value (1e-3 abs)."""
+  """float32 NS == the scalar polynomial on each singular value (3e-3 abs).
+
+  The tolerance covers float32 rounding amplified by the schedule's slope
+  (the composed polynomial has slope up to ~1500 near 0 for cans).
+  """
   schedule = _schedule(name, steps)
   x, s = _input(rng, shape, cond)
   out = mo.newton_schulz(jnp.asarray(x, jnp.float32)[None], schedule,
                          ns_dtype=jnp.float32)[0]
   got = np.linalg.svd(np.asarray(out, np.float64), compute_uv=False)
   want = np.sort(composed_polynomial(schedule, s, np.linalg.norm(x)))[::-1]
-  np.testing.assert_allclose(got, want, atol=1e-3)
+  np.testing.assert_allclose(got, want, atol=3e-3)
   # The band this schedule promises on this input's range of singular values
   # (min/max of the composed polynomial over [x_min, x_max], float64 grid).
   grid = np.geomspace(s.min(), s.max(), 4000) if cond > 1 else s[:1]
   band = composed_polynomial(schedule, grid, np.linalg.norm(x))
-  assert band.min() - 1e-3 <= got.min() and got.max() <= band.max() + 1e-3
+  assert band.min() - 3e-3 <= got.min() and got.max() <= band.max() + 3e-3
 
 
 @pytest.mark.parametrize('shape', SHAPES)
