@@ -41,6 +41,7 @@ def mimuon_mix(
     rank_tol: float = _gap.RANK_TOL,
     dup_tol: float = _gap.DUP_TOL,
     weight_dimension_numbers: _matrix.WeightDimNums = None,
+    batch_same_shapes: bool = True,
 ) -> optax.GradientTransformation:
   r"""MiMuon's gate: orthogonalize a matrix only if its spectrum is separated.
 
@@ -76,6 +77,7 @@ def mimuon_mix(
     rank_tol: singular values at or below ``rank_tol * s_max`` count as zero.
     dup_tol: see :func:`spectral_gap`.
     weight_dimension_numbers: as in :func:`scale_by_newton_schulz`.
+    batch_same_shapes: one batched eigvalsh per group of equal shapes.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a
@@ -114,14 +116,15 @@ def mimuon_mix(
     orth, inner_state = orthogonalizer.update(
         updates, state.inner_state, params)
 
-    def measure(view, u):
-      stats = _gap.spectral_gap(
-          view.to_matrices(u), rank_tol=rank_tol, dup_tol=dup_tol)
-      return view.per_matrix(stats.min_gap), view.per_matrix(stats.rel_gap)
+    def measure(x_BxMxN):
+      stats = _gap.spectral_gap(x_BxMxN, rank_tol=rank_tol, dup_tol=dup_tol)
+      return stats.min_gap, stats.rel_gap
 
     def remeasure():
-      gaps = _matrix.map_matrices(measure, views, updates)
-      pick = lambda i: _matrix.map_matrices(lambda v, g: g[i], views, gaps)
+      gaps = _matrix.map_batched(measure, views, updates,
+                                 group=batch_same_shapes)
+      pick = lambda i: _matrix.map_matrices(
+          lambda view, g: view.per_matrix(g[i]), views, gaps)
       return pick(0), pick(1)
 
     if isinstance(gap_every, int) and gap_every == 1:
