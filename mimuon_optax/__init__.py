@@ -9,6 +9,7 @@ from mimuon_optax._alias import scale_by_lr_scaling
 from mimuon_optax._gap import GapStats
 from mimuon_optax._gap import singular_values
 from mimuon_optax._gap import spectral_gap
+from mimuon_optax._gap import spectral_gaps
 from mimuon_optax._matrix import resolve_dimension_numbers
 from mimuon_optax._mix import MiMuonMixState
 from mimuon_optax._mix import mimuon_mix
@@ -41,4 +42,5 @@ __all__ = (
     "scale_by_newton_schulz",
     "singular_values",
     "spectral_gap",
+    "spectral_gaps",
 )

@@ -127,6 +127,7 @@ def muon(
     lr_scaling: str = 'original',
     param_labels: Union[Any, Callable[[Any], Any], None] = None,
     weight_dimension_numbers: _matrix.WeightDimNums = None,
+    batch_same_shapes: bool = True,
 ) -> optax.GradientTransformation:
   r"""Muon: momentum orthogonalized by Newton-Schulz, AdamW for the rest.
 
@@ -161,6 +162,8 @@ def muon(
     param_labels: tree or callable of ``"muon"``/``"adam"`` labels.
     weight_dimension_numbers: ``MuonDimensionNumbers`` per leaf (tree, one
       for all, or callable); a tree also sets the default labels.
+    batch_same_shapes: run equal-shape matrices as one batched
+      Newton-Schulz call; False runs one call per leaf.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -188,7 +191,8 @@ def muon(
   direction = optax.chain(
       momentum(beta, nesterov=nesterov, mu_dtype=mu_dtype),
       scale_by_newton_schulz(ns_coeffs, ns_steps, ns_dtype, eps,
-                             weight_dimension_numbers=weight_dimension_numbers),
+                             weight_dimension_numbers=weight_dimension_numbers,
+                             batch_same_shapes=batch_same_shapes),
   )
   return _matrix_optimizer_with_adamw(
       direction, learning_rate=learning_rate, weight_decay=weight_decay,
@@ -223,6 +227,7 @@ def mimuon(
     lr_scaling: str = 'original',
     param_labels: Union[Any, Callable[[Any], Any], None] = None,
     weight_dimension_numbers: _matrix.WeightDimNums = None,
+    batch_same_shapes: bool = True,
 ) -> optax.GradientTransformation:
   r"""MiMuon (Mixed Muon): Muon where the spectrum is separated, SGD elsewhere.
 
@@ -265,7 +270,8 @@ def mimuon(
       mimuon_mix(
           scale_by_newton_schulz(
               ns_coeffs, ns_steps, ns_dtype, eps,
-              weight_dimension_numbers=weight_dimension_numbers),
+              weight_dimension_numbers=weight_dimension_numbers,
+              batch_same_shapes=batch_same_shapes),
           tau, tau_mode=tau_mode, gap_every=gap_every, sgd_scale=sgd_scale,
           rank_tol=rank_tol, dup_tol=dup_tol,
           weight_dimension_numbers=weight_dimension_numbers),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import chex
 import jax
@@ -27,18 +27,36 @@ class GapStats(NamedTuple):
   s_max: jax.Array  # shape=(B,), f32; largest singular value.
 
 
+def small_side_gram(x_BxMxN: jax.Array) -> jax.Array:
+  """float32 ``X X^T`` or ``X^T X``, whichever is smaller: ``(B, K, K)``."""
+  x = x_BxMxN.astype(jnp.float32)
+  if x.shape[-2] > x.shape[-1]:
+    x = jnp.swapaxes(x, -1, -2)
+  return jnp.matmul(x, jnp.swapaxes(x, -1, -2),
+                    precision=jax.lax.Precision.HIGHEST)
+
+
 def singular_values(x_BxMxN: jax.Array) -> jax.Array:
   """Singular values, ascending, from float32 eigvalsh of the small-side Gram.
 
   Returns shape ``(B, min(M, N))``.
   """
-  x = x_BxMxN.astype(jnp.float32)
-  if x.shape[-2] > x.shape[-1]:
-    x = jnp.swapaxes(x, -1, -2)
-  gram_BxKxK = jnp.matmul(x, jnp.swapaxes(x, -1, -2),
-                          precision=jax.lax.Precision.HIGHEST)
-  eigvals_BxK = jnp.linalg.eigvalsh(gram_BxKxK)
+  eigvals_BxK = jnp.linalg.eigvalsh(small_side_gram(x_BxMxN))
   return jnp.sqrt(jnp.maximum(eigvals_BxK, 0.0))
+
+
+def _gap_stats(s_BxK, rank_tol, dup_tol) -> GapStats:
+  s_max_B = s_BxK[..., -1]
+  lo_BxK1, hi_BxK1 = s_BxK[..., :-1], s_BxK[..., 1:]
+  nonzero = lo_BxK1 > rank_tol * s_max_B[..., None]
+  distinct = (hi_BxK1**2 - lo_BxK1**2) > dup_tol * (s_max_B**2)[..., None]
+  gaps = jnp.where(nonzero & distinct, hi_BxK1 - lo_BxK1, jnp.inf)
+  min_gap_B = jnp.min(gaps, axis=-1, initial=jnp.inf)
+  # NaN inputs: keep the NaN visible instead of reporting +inf.
+  min_gap_B = jnp.where(jnp.isnan(s_max_B), jnp.nan, min_gap_B)
+  rel_gap_B = jnp.where(jnp.isinf(min_gap_B), min_gap_B,
+                        min_gap_B / jnp.where(s_max_B > 0, s_max_B, 1.0))
+  return GapStats(min_gap_B, rel_gap_B, s_max_B)
 
 
 def spectral_gap(
@@ -70,15 +88,35 @@ def spectral_gap(
   Returns:
     ``GapStats`` with one entry per matrix. NaN/Inf inputs give NaN stats.
   """
-  s_BxK = singular_values(x_BxMxN)
-  s_max_B = s_BxK[..., -1]
-  lo_BxK1, hi_BxK1 = s_BxK[..., :-1], s_BxK[..., 1:]
-  nonzero = lo_BxK1 > rank_tol * s_max_B[..., None]
-  distinct = (hi_BxK1**2 - lo_BxK1**2) > dup_tol * (s_max_B**2)[..., None]
-  gaps = jnp.where(nonzero & distinct, hi_BxK1 - lo_BxK1, jnp.inf)
-  min_gap_B = jnp.min(gaps, axis=-1, initial=jnp.inf)
-  # NaN inputs: keep the NaN visible instead of reporting +inf.
-  min_gap_B = jnp.where(jnp.isnan(s_max_B), jnp.nan, min_gap_B)
-  rel_gap_B = jnp.where(jnp.isinf(min_gap_B), min_gap_B,
-                        min_gap_B / jnp.where(s_max_B > 0, s_max_B, 1.0))
-  return GapStats(min_gap_B, rel_gap_B, s_max_B)
+  return _gap_stats(singular_values(x_BxMxN), rank_tol, dup_tol)
+
+
+def spectral_gaps(
+    stacks: Sequence[jax.Array],
+    *,
+    rank_tol: chex.Numeric = RANK_TOL,
+    dup_tol: chex.Numeric = DUP_TOL,
+) -> list[GapStats]:
+  """:func:`spectral_gap` of many stacks ``(B_i, M_i, N_i)`` in ONE eigvalsh.
+
+  Grams are zero-padded to the largest small side K: ``diag(G, 0)`` has the
+  eigenvalues of G plus zeros, and zeros fall below the rank floor, so the
+  statistics are unchanged. One batched call is what accelerators want, and
+  on CPU it avoids running several LAPACK eigvalsh kernels concurrently,
+  which deadlocks jaxlib 0.10's CPU thread pool on a 2-core machine.
+  """
+  if not stacks:
+    return []
+  grams = [small_side_gram(x) for x in stacks]
+  k_max = max(g.shape[-1] for g in grams)
+  padded = jnp.concatenate([
+      jnp.pad(g, ((0, 0), (0, k_max - g.shape[-1]), (0, k_max - g.shape[-1])))
+      for g in grams])
+  s_BxK = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(padded), 0.0))
+  stats = _gap_stats(s_BxK, rank_tol, dup_tol)
+  out, start = [], 0
+  for g in grams:
+    stop = start + g.shape[0]
+    out.append(GapStats(*(field[start:stop] for field in stats)))
+    start = stop
+  return out

@@ -165,35 +165,48 @@ def map_matrices(fn: Callable[..., Any], views: Any, *trees: Any) -> Any:
   return jax.tree.map(one, views, *trees, is_leaf=lambda x: x is None)
 
 
+def map_stacks(fn: Callable[[list[jax.Array]], list[Any]], views: Any,
+               tree: Any) -> Any:
+  """``fn`` on the list of all ``(B_i, fan_in_i, fan_out_i)`` matrix stacks.
+
+  ``fn`` returns one output per stack (any pytree); each lands at its leaf.
+  Passthrough positions keep ``tree``'s entry.
+  """
+  views_flat, treedef = jax.tree.flatten(views, is_leaf=lambda x: x is None)
+  leaves = treedef.flatten_up_to(tree)
+  members = [i for i, view in enumerate(views_flat) if view is not None]
+  outputs = fn([views_flat[i].to_matrices(leaves[i]) for i in members])
+  for i, output in zip(members, outputs):
+    leaves[i] = output
+  return treedef.unflatten(leaves)
+
+
 def map_batched(fn: Callable[[jax.Array], Any], views: Any, tree: Any, *,
                 group: bool = True) -> Any:
   """Runs ``fn`` on ``(B, M, N)`` stacks, one call per group of equal shapes.
 
-  Every matrix leaf of ``tree`` is viewed as a ``(B_i, fan_in, fan_out)``
-  stack. With ``group=True``, stacks of equal ``(fan_in, fan_out, dtype)`` are
+  With ``group=True``, stacks of equal ``(fan_in, fan_out, dtype)`` are
   concatenated into one call (one batched NS instead of one per leaf: the
-  28 layers x 7 kernels of Qwen3-0.6B become 4 calls); with ``group=False``
-  every leaf gets its own call. ``fn`` returns a pytree of arrays with leading
-  axis B (matrices or per-matrix stats), split back per leaf. Passthrough
-  positions keep ``tree``'s entry.
+  196 matrices of Qwen3-0.6B become 5 calls); with ``group=False`` every leaf
+  gets its own call. ``fn`` returns a pytree of arrays with leading axis B
+  (matrices or per-matrix stats), split back per leaf.
   """
-  views_flat, treedef = jax.tree.flatten(views, is_leaf=lambda x: x is None)
-  leaves = treedef.flatten_up_to(tree)
-  groups: dict[Any, list[int]] = {}
-  for i, (view, leaf) in enumerate(zip(views_flat, leaves)):
-    if view is not None:
-      key = (view.fan_in, view.fan_out, leaf.dtype) if group else i
-      groups.setdefault(key, []).append(i)
-  out = list(leaves)
-  for members in groups.values():
-    stacks = [views_flat[i].to_matrices(leaves[i]) for i in members]
-    result = fn(jnp.concatenate(stacks) if len(stacks) > 1 else stacks[0])
-    start = 0
-    for i, stack in zip(members, stacks):
-      stop = start + stack.shape[0]
-      out[i] = jax.tree.map(lambda r, a=start, b=stop: r[a:b], result)
-      start = stop
-  return treedef.unflatten(out)
+  def run(stacks):
+    groups: dict[Any, list[int]] = {}
+    for i, x in enumerate(stacks):
+      groups.setdefault(x.shape[1:] + (x.dtype,) if group else i, []).append(i)
+    outputs = [None] * len(stacks)
+    for members in groups.values():
+      parts = [stacks[i] for i in members]
+      result = fn(jnp.concatenate(parts) if len(parts) > 1 else parts[0])
+      start = 0
+      for i in members:
+        stop = start + stacks[i].shape[0]
+        outputs[i] = jax.tree.map(lambda r, a=start, b=stop: r[a:b], result)
+        start = stop
+    return outputs
+
+  return map_stacks(run, views, tree)
 
 
 def zeros_per_matrix(params: Any, weight_dimension_numbers: WeightDimNums,

@@ -41,7 +41,6 @@ def mimuon_mix(
     rank_tol: float = _gap.RANK_TOL,
     dup_tol: float = _gap.DUP_TOL,
     weight_dimension_numbers: _matrix.WeightDimNums = None,
-    batch_same_shapes: bool = True,
 ) -> optax.GradientTransformation:
   r"""MiMuon's gate: orthogonalize a matrix only if its spectrum is separated.
 
@@ -63,7 +62,9 @@ def mimuon_mix(
   Slices along batch axes (layer stacks, conv taps) decide independently.
 
   The orthogonalizer sees the whole tree every step (both branches are
-  computed and selected, which keeps the step jittable and batched).
+  computed and selected, which keeps the step jittable and batched). The
+  spectra of all matrices come from one batched ``eigvalsh`` of their
+  zero-padded Gram matrices (:func:`spectral_gaps`).
 
   Args:
     orthogonalizer: e.g. :func:`scale_by_newton_schulz`.
@@ -77,7 +78,6 @@ def mimuon_mix(
     rank_tol: singular values at or below ``rank_tol * s_max`` count as zero.
     dup_tol: see :func:`spectral_gap`.
     weight_dimension_numbers: as in :func:`scale_by_newton_schulz`.
-    batch_same_shapes: one batched eigvalsh per group of equal shapes.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a
@@ -116,16 +116,13 @@ def mimuon_mix(
     orth, inner_state = orthogonalizer.update(
         updates, state.inner_state, params)
 
-    def measure(x_BxMxN):
-      stats = _gap.spectral_gap(x_BxMxN, rank_tol=rank_tol, dup_tol=dup_tol)
-      return stats.min_gap, stats.rel_gap
-
     def remeasure():
-      gaps = _matrix.map_batched(measure, views, updates,
-                                 group=batch_same_shapes)
-      pick = lambda i: _matrix.map_matrices(
-          lambda view, g: view.per_matrix(g[i]), views, gaps)
-      return pick(0), pick(1)
+      stats = _matrix.map_stacks(
+          lambda stacks: _gap.spectral_gaps(
+              stacks, rank_tol=rank_tol, dup_tol=dup_tol), views, updates)
+      pick = lambda field: _matrix.map_matrices(
+          lambda view, st: view.per_matrix(getattr(st, field)), views, stats)
+      return pick('min_gap'), pick('rel_gap')
 
     if isinstance(gap_every, int) and gap_every == 1:
       min_gap, rel_gap = remeasure()

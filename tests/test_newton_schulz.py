@@ -202,13 +202,13 @@ def test_batched_fast_path_equals_per_leaf_path(rng):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(
         np.asarray(a, np.float32), np.asarray(b, np.float32), atol=atol),
                  out_fast, out_slow)
-  gate = lambda flag: mo.mimuon_mix(
+  # The gate measures every matrix in one padded eigvalsh; per leaf alone:
+  gate = mo.mimuon_mix(
       mo.scale_by_newton_schulz(weight_dimension_numbers=dims), 1e-2,
-      weight_dimension_numbers=dims, batch_same_shapes=flag)
-  (_, s_fast), (_, s_slow) = (
-      jax.jit(g.update)(params, g.init(params)) for g in (gate(True), gate(False)))
-  # Gaps relative to s_max agree to float32 eigvalsh rounding.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
-               s_fast.rel_gap, s_slow.rel_gap)
-  jax.tree.map(np.testing.assert_array_equal, s_fast.orthogonalized,
-               s_slow.orthogonalized)
+      weight_dimension_numbers=dims)
+  _, state = jax.jit(gate.update)(params, gate.init(params))
+  for name, x in params.items():
+    alone = mo.spectral_gap(x if x.ndim == 3 else x[None])
+    # Gaps relative to s_max agree to float32 eigvalsh rounding.
+    np.testing.assert_allclose(np.ravel(state.rel_gap[name]), alone.rel_gap,
+                               atol=1e-5)

@@ -13,6 +13,8 @@ Array names carry their shapes, one letter per axis:
   Dh head dim        R rotary frequencies (Dh // 2)
   L layers (leading axis of stacked weights when `scan_layers=True`)
 
+(einsum strings use single letters, so E stands for Dh there.)
+
 Weights follow the Flax layout, kernels are (fan_in..., fan_out...):
 
   embed_tokens.embedding  (V, D)        lm_head.kernel       (D, V)
@@ -84,7 +86,7 @@ class Qwen3Config:
   @classmethod
   def qwen3_0_6b(cls, **overrides) -> Qwen3Config:
     """Qwen/Qwen3-0.6B (about 596M parameters, tied embeddings)."""
-    return cls(
+    kwargs = dict(
         vocab_size=151936,
         hidden_size=1024,
         intermediate_size=3072,
@@ -96,8 +98,9 @@ class Qwen3Config:
         rms_norm_eps=1e-6,
         tie_word_embeddings=True,
         max_position_embeddings=40960,
-        **overrides,
     )
+    kwargs.update(overrides)
+    return cls(**kwargs)
 
   @classmethod
   def tiny(cls, **overrides) -> Qwen3Config:
@@ -413,11 +416,11 @@ class Qwen3Model(nnx.Module):
     if cfg.scan_layers:
       # Layer weights and the stacked cache are scanned over (axis 0); the
       # residual stream is the carry; RoPE, mask and index are broadcast.
-      scan_layers = nnx.scan(
+      scan_fn = nnx.scan(
           run_layer,
           in_axes=(0, nnx.Carry, None, None, None, 0, None),
           out_axes=(nnx.Carry, 0))
-      x_BxTxD, cache = scan_layers(self.layers, x_BxTxD, sin_BxTxR, cos_BxTxR,
+      x_BxTxD, cache = scan_fn(self.layers, x_BxTxD, sin_BxTxR, cos_BxTxR,
                                    mask_BxTxS, cache, cache_index)
     else:
       new_cache = []
@@ -431,7 +434,14 @@ class Qwen3Model(nnx.Module):
 
 
 class Qwen3ForCausalLM(nnx.Module):
-  """Qwen3 language model; `model(input_ids)` returns float32 logits (B,T,V)."""
+  """Qwen3 language model; `model(input_ids)` returns float32 logits (B,T,V).
+
+  With `scan_layers` or `remat` the forward pass uses NNX transforms, which
+  refuse Variables captured from an outer trace. Under plain `jax.jit` /
+  `jax.grad` / `jax.lax.scan`, pass the model in through NNX transforms
+  (`nnx.jit`, `nnx.grad`) or close over `nnx.as_pure(nnx.split(model)[1])`
+  and `nnx.merge` inside the traced function, as `generate` does.
+  """
 
   def __init__(self, config: Qwen3Config, *, rngs: nnx.Rngs):
     self.config = config
