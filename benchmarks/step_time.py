@@ -9,6 +9,9 @@ band of update / (lr * shape scale) over the matrices that took a Muon step).
 
   python benchmarks/step_time.py --preset small --repeats 10
   python benchmarks/step_time.py --preset qwen3_0_6b --dtype float32
+  python benchmarks/step_time.py --scaling 256,512,1024,2048,4096
+
+``--scaling`` instead times muon / mimuon on one square matrix per size.
 """
 
 from __future__ import annotations
@@ -105,22 +108,27 @@ def main():
                       default='float32', help='parameter dtype')
   parser.add_argument('--repeats', type=int, default=10)
   parser.add_argument('--ns-steps', type=int, default=5)
+  parser.add_argument('--ns-dtype', default='bfloat16',
+                      help='Newton-Schulz dtype of our muon / mimuon')
+  parser.add_argument('--scaling', default='',
+                      help='comma-separated square sizes: time vs size')
   args = parser.parse_args()
+  if args.scaling:
+    return scaling(args)
 
   dtype = jnp.dtype(args.dtype)
   params = matrix_params(args.preset, dtype)
   grads = jax.tree.map(
       lambda p: jax.random.normal(jax.random.key(1), p.shape, p.dtype), params)
   lr = 0.02
+  ours = dict(learning_rate=lr, ns_steps=args.ns_steps, ns_dtype=args.ns_dtype)
   optimizers = {
       'optax.adamw': optax.adamw(lr),
       'optax.contrib.muon': optax.contrib.muon(lr),
-      'muon (ours)': mo.muon(lr, ns_steps=args.ns_steps),
-      'muon (ours, per-leaf NS)': mo.muon(
-          lr, ns_steps=args.ns_steps, batch_same_shapes=False),
-      'mimuon (ours, gap_every=1)': mo.mimuon(lr, ns_steps=args.ns_steps),
-      'mimuon (ours, gap_every=10)': mo.mimuon(
-          lr, ns_steps=args.ns_steps, gap_every=10),
+      'muon (ours)': mo.muon(**ours),
+      'muon (ours, per-leaf NS)': mo.muon(**ours, batch_same_shapes=False),
+      'mimuon (ours, gap_every=1)': mo.mimuon(**ours),
+      'mimuon (ours, gap_every=10)': mo.mimuon(**ours, gap_every=10),
   }
   flops = ns_flops(params, args.ns_steps)
   n_params = sum(x.size for x in params.values())
@@ -128,7 +136,8 @@ def main():
         f' {platform.processor() or platform.machine()}')
   print(f'# jax {jax.__version__}, optax {optax.__version__}, preset'
         f' {args.preset}: {len(params)} matrices, {n_params / 1e6:.1f}M'
-        f' params, dtype {args.dtype}, NS {args.ns_steps} steps ='
+        f' params, dtype {args.dtype}, our NS {args.ns_steps} steps in'
+        f' {args.ns_dtype} ='
         f' {flops / 1e12:.3f} TFLOP, median of {args.repeats}')
   print('| optimizer | ms / step | vs contrib.muon | NS TFLOP/s |'
         ' update singular values |')
@@ -145,6 +154,27 @@ def main():
     tflops = f'{flops / seconds / 1e12:.3f}' if uses_ns else ''
     print(f'| {name} | {seconds * 1e3:.1f} | {ratio} | {tflops} | {band} |',
           flush=True)
+
+
+def scaling(args):
+  """Step time of muon and mimuon (gap_every=1) on one n x n matrix."""
+  print(f'# device: {jax.devices()[0].device_kind}, jax {jax.__version__},'
+        f' NS {args.ns_steps} steps in {args.ns_dtype}, params {args.dtype},'
+        f' median of {args.repeats}')
+  print('| n | muon ms | mimuon ms | mimuon / muon | muon NS TFLOP/s |')
+  print('|---|---|---|---|---|')
+  for n in [int(v) for v in args.scaling.split(',')]:
+    params = {'w': jax.random.normal(jax.random.key(0), (n, n),
+                                     jnp.dtype(args.dtype))}
+    grads = {'w': jax.random.normal(jax.random.key(1), (n, n),
+                                    jnp.dtype(args.dtype))}
+    kw = dict(learning_rate=0.02, ns_steps=args.ns_steps,
+              ns_dtype=args.ns_dtype)
+    t_muon, _, _ = time_step(mo.muon(**kw), params, grads, args.repeats)
+    t_mimuon, _, _ = time_step(mo.mimuon(**kw), params, grads, args.repeats)
+    tflops = ns_flops(params, args.ns_steps) / t_muon / 1e12
+    print(f'| {n} | {t_muon * 1e3:.1f} | {t_mimuon * 1e3:.1f} |'
+          f' {t_mimuon / t_muon:.2f}x | {tflops:.3f} |', flush=True)
 
 
 if __name__ == '__main__':
