@@ -1,0 +1,472 @@
+"""Shared pieces of the experiments: CLI from dataclasses, optimizers, I/O.
+
+One place for each idea: the argparse built from a config dataclass, the
+three optimizers and their learning-rate schedule, MiMuon diagnostics as
+flat per-matrix dicts, metrics.jsonl, safetensors checkpoints, plots and the
+run environment (CPU model, library versions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import re
+import types
+import typing
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import mimuon_optax
+
+OPTIMIZERS = ("adamw", "muon", "mimuon")
+# Peak learning rates from the sweeps in experiments/README.md ("Learning
+# rates"); `lr` is the matrix learning rate for Muon/MiMuon and `adam_lr`
+# the AdamW learning rate of their non-matrix leaves (embeddings, norms,
+# biases, heads), which is AdamW's own tuned rate.
+DEFAULT_LRS = {
+    "lm": {"adamw": (3e-3, None), "muon": (0.01, 3e-3),
+           "mimuon": (0.03, 3e-3)},
+    "vision": {"adamw": (1e-2, None), "muon": (0.03, 3e-3),
+               "mimuon": (0.1, 3e-3)},
+}
+
+
+# ----------------------------------------------------------------------------
+# Command line from a config dataclass
+# ----------------------------------------------------------------------------
+
+
+def field(default: Any, help: str, **kwargs) -> Any:  # noqa: A002
+  """A dataclass field whose `help` becomes the `--flag`'s help text."""
+  return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+
+
+def _strip_optional(tp):
+  if typing.get_origin(tp) in (typing.Union, types.UnionType):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(args) == 1:
+      return args[0], True
+  return tp, False
+
+
+def build_parser(config_cls: type, description: str) -> argparse.ArgumentParser:
+  """One `--flag` per field (underscores -> dashes), typed from annotations.
+
+  bool -> `--flag/--no-flag`; `tuple[X, ...]` -> one or more X; `X | None`
+  accepts the word `none`.
+  """
+  parser = argparse.ArgumentParser(
+      description=description,
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  hints = typing.get_type_hints(config_cls)
+  for f in dataclasses.fields(config_cls):
+    tp, optional = _strip_optional(hints[f.name])
+    flag = "--" + f.name.replace("_", "-")
+    kwargs = dict(default=f.default, help=f.metadata.get("help", ""),
+                  dest=f.name)
+    if tp is bool:
+      kwargs["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(tp) is tuple:
+      elem = typing.get_args(tp)[0]
+      kwargs.update(nargs="+", type=elem)
+    else:
+      kwargs["type"] = (lambda s, t=tp: None if s.lower() == "none" else t(s)
+                        ) if optional else tp
+    parser.add_argument(flag, **kwargs)
+  return parser
+
+
+def parse_config(config_cls: type, description: str,
+                 argv: Sequence[str] | None = None) -> Any:
+  args = build_parser(config_cls, description).parse_args(argv)
+  values = vars(args)
+  hints = typing.get_type_hints(config_cls)
+  for name, value in values.items():
+    if (typing.get_origin(_strip_optional(hints[name])[0]) is tuple
+        and value is not None):
+      values[name] = tuple(value)
+  return config_cls(**values)
+
+
+# ----------------------------------------------------------------------------
+# Optimizers
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """Optimizer fields shared by every experiment config."""
+
+  optimizer: str = field("mimuon", f"one of {OPTIMIZERS}")
+  lr: float | None = field(
+      None, "peak learning rate (the matrix lr for muon/mimuon); none: the"
+      " tuned default for the task (common.DEFAULT_LRS)")
+  adam_lr: float | None = field(
+      None, "AdamW lr of the non-matrix leaves of muon/mimuon; none: the"
+      " tuned default")
+  weight_decay: float = field(
+      0.0, "decoupled weight decay (matrices for muon/mimuon, every leaf for"
+      " adamw)")
+  warmup_steps: int = field(20, "linear warmup steps before the cosine decay")
+  tau: float = field(1e-3, "MiMuon gate threshold")
+  tau_mode: str = field(
+      "relative", "MiMuon gate: relative (gap / s_max >= tau) or absolute")
+  sgd_scale: str = field(
+      "none", "MiMuon SGD-branch scale: none (paper) or rms_match")
+  gap_every: int = field(1, "MiMuon: re-measure the spectrum every k steps")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+  """Training-loop fields shared by train_lm and train_vision."""
+
+  out: str = field("runs/run", "output directory (metrics.jsonl, PNG, ckpt/)")
+  steps: int = field(300, "training steps")
+  seed: int = field(0, "seed of the init and of the data order")
+  log_every: int = field(10, "log train loss / throughput every k steps")
+  eval_every: int = field(100, "evaluate every k steps (and at the end)")
+  checkpoint_every: int = field(
+      100, "save a checkpoint every k steps (and at the end); 0: only at the"
+      " end")
+  resume: bool = field(False, "continue from the latest checkpoint in out/")
+  stop_at: int | None = field(
+      None, "stop after this step (checkpoint written), as if interrupted;"
+      " the schedule still spans --steps")
+  checkpoint: bool = field(True, "write checkpoints to out/ckpt/")
+  progress: bool = field(True, "show a tqdm progress bar")
+  plot: bool = field(True, "write loss_curves.png at the end")
+
+
+def lr_schedule(peak: float, steps: int, warmup_steps: int,
+                final_fraction: float = 0.1) -> optax.Schedule:
+  """Linear warmup to `peak`, cosine decay to `final_fraction * peak`."""
+  warmup_steps = min(warmup_steps, max(steps - 1, 0))
+  return optax.warmup_cosine_decay_schedule(
+      0.0 if warmup_steps else peak, peak, warmup_steps, max(steps, 1),
+      end_value=peak * final_fraction)
+
+
+def make_optimizer(cfg: Any, task: str, steps: int, weight_dimension_numbers=None
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(transform, matrix lr schedule) for `cfg.optimizer`.
+
+  `cfg` has the `OptimizerConfig` fields. AdamW uses b1=0.9, b2=0.95 like the
+  AdamW branch of Muon/MiMuon, so the three differ only in the matrix rule.
+  """
+  if cfg.optimizer not in OPTIMIZERS:
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got"
+                     f" {cfg.optimizer!r}")
+  default_lr, default_adam_lr = DEFAULT_LRS[task][cfg.optimizer]
+  lr = default_lr if cfg.lr is None else cfg.lr
+  schedule = lr_schedule(lr, steps, cfg.warmup_steps)
+  if cfg.optimizer == "adamw":
+    return optax.adamw(schedule, b1=0.9, b2=0.95,
+                       weight_decay=cfg.weight_decay), schedule
+  adam_lr = default_adam_lr if cfg.adam_lr is None else cfg.adam_lr
+  common = dict(
+      learning_rate=schedule, weight_decay=cfg.weight_decay,
+      adam_learning_rate=lr_schedule(adam_lr, steps, cfg.warmup_steps),
+      weight_dimension_numbers=weight_dimension_numbers)
+  if cfg.optimizer == "muon":
+    return mimuon_optax.muon(**common), schedule
+  return mimuon_optax.mimuon(
+      tau=cfg.tau, tau_mode=cfg.tau_mode, sgd_scale=cfg.sgd_scale,
+      gap_every=cfg.gap_every, **common), schedule
+
+
+# ----------------------------------------------------------------------------
+# Per-matrix names and MiMuon diagnostics
+# ----------------------------------------------------------------------------
+
+_DROP_WORDS = ("model", "self_attn", "mlp", "kernel")
+
+
+def short_name(path: Any) -> str:
+  """`['model']['layers'][0]['self_attn']['q_proj']['kernel']` -> `layers.0.q_proj`."""
+  words = re.findall(r"\[['\"]?([^'\"\]]+)['\"]?\]|\.(\w+)",
+                     jax.tree_util.keystr(path))
+  words = [a or b for a, b in words]
+  kept = [w for w in words if w not in _DROP_WORDS]
+  return ".".join(kept) or ".".join(words)
+
+
+def flat_per_matrix(tree: Any) -> dict[str, np.ndarray]:
+  """Per-matrix diagnostic tree -> {short name: numpy array}; None and
+  MaskedNode positions are skipped."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    out[short_name(path)] = np.asarray(leaf)
+  return out
+
+
+def mix_summary(opt_state: Any, previous_counts: dict[str, np.ndarray] | None,
+                steps_since: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+  """MiMuon diagnostics for a log record, and the counts to pass next time.
+
+  `orth_frac[name]` is the fraction of the last `steps_since` steps in which
+  the matrix was orthogonalized (from `orth_count` differences); `rel_gap`
+  and `min_gap` are the last measured gaps. Layer stacks are expanded to
+  `name[i]`.
+  """
+  diag = mimuon_optax.mix_diagnostics(opt_state)
+  counts = flat_per_matrix(diag.orth_count)
+  record = {"orth_frac": {}, "rel_gap": {}, "min_gap": {}}
+  rel, absolute = flat_per_matrix(diag.rel_gap), flat_per_matrix(diag.min_gap)
+  for name, count in counts.items():
+    before = (previous_counts or {}).get(name, np.zeros_like(count))
+    frac = (count - before) / max(steps_since, 1)
+    for i, suffix in enumerate(_suffixes(count.shape)):
+      record["orth_frac"][name + suffix] = float(frac.reshape(-1)[i])
+      record["rel_gap"][name + suffix] = float(rel[name].reshape(-1)[i])
+      record["min_gap"][name + suffix] = float(absolute[name].reshape(-1)[i])
+  values = list(record["orth_frac"].values())
+  record["orth_frac_mean"] = float(np.mean(values)) if values else 1.0
+  return record, counts
+
+
+def _suffixes(shape: tuple[int, ...]) -> list[str]:
+  if not shape:
+    return [""]
+  return [f"[{','.join(map(str, idx))}]" for idx in np.ndindex(*shape)]
+
+
+# ----------------------------------------------------------------------------
+# Metrics, checkpoints, environment
+# ----------------------------------------------------------------------------
+
+
+def _json_default(x):
+  if isinstance(x, (np.generic, jax.Array)):
+    return np.asarray(x).item()
+  raise TypeError(f"not JSON serializable: {type(x)}")
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+  with open(path, "a") as f:
+    f.write(json.dumps(record, default=_json_default) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def truncate_jsonl(path: str | os.PathLike, last_step: int) -> None:
+  """Drops records after `last_step` (they are recomputed on resume)."""
+  if not os.path.exists(path):
+    return
+  kept = [r for r in read_jsonl(path) if r["step"] <= last_step]
+  with open(path, "w") as f:
+    for r in kept:
+      f.write(json.dumps(r) + "\n")
+
+
+def _flat_arrays(prefix: str, tree: Any) -> dict[str, np.ndarray]:
+  return {f"{prefix}{jax.tree_util.keystr(p)}": np.asarray(x)
+          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def save_checkpoint(directory: str | os.PathLike, step: int, trees: dict[str, Any],
+                    keep: int = 1) -> pathlib.Path:
+  """Writes `step_XXXXXXXX.safetensors` with every array of `trees` (keyed
+  `name` + keystr(path)) and deletes all but the newest `keep` files."""
+  from safetensors.numpy import save_file
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  arrays = {}
+  for name, tree in trees.items():
+    arrays.update(_flat_arrays(name, tree))
+  path = directory / f"step_{step:08d}.safetensors"
+  tmp = path.with_suffix(".tmp")
+  save_file(arrays, str(tmp), metadata={"step": str(step)})
+  os.replace(tmp, path)
+  for old in sorted(directory.glob("step_*.safetensors"))[:-keep]:
+    old.unlink()
+  return path
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> pathlib.Path | None:
+  files = sorted(pathlib.Path(directory).glob("step_*.safetensors"))
+  return files[-1] if files else None
+
+
+def restore_checkpoint(path: str | os.PathLike, templates: dict[str, Any]
+                       ) -> tuple[int, dict[str, Any]]:
+  """(step, trees) with the structure of `templates`, arrays from `path`.
+
+  Keys, shapes and dtypes must match the templates exactly; errors list
+  every mismatch.
+  """
+  from safetensors import safe_open
+  restored, errors = {}, []
+  with safe_open(str(path), framework="numpy") as f:
+    step = int(f.metadata()["step"])
+    stored = set(f.keys())
+    for name, template in templates.items():
+      leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+      values = []
+      for p, leaf in leaves:
+        key = f"{name}{jax.tree_util.keystr(p)}"
+        if key not in stored:
+          errors.append(f"missing {key}")
+          continue
+        stored.discard(key)
+        value = f.get_tensor(key)
+        if value.shape != leaf.shape or value.dtype != leaf.dtype:
+          errors.append(f"{key}: stored {value.shape} {value.dtype}, expected"
+                        f" {leaf.shape} {leaf.dtype}")
+        values.append(jnp.asarray(value))
+      if not errors:
+        restored[name] = jax.tree_util.tree_unflatten(treedef, values)
+  errors += [f"unexpected {k}" for k in sorted(stored)]
+  if errors:
+    raise ValueError(f"Checkpoint {path} does not match:\n  " +
+                     "\n  ".join(errors))
+  return step, restored
+
+
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def env_info() -> dict[str, Any]:
+  """Where and with what a result was produced."""
+  import flax
+  return {
+      "cpu": cpu_model(),
+      "cpu_count": os.cpu_count(),
+      "device": str(jax.devices()[0]),
+      "backend": jax.default_backend(),
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else "",
+      "optax": optax.__version__,
+      "flax": flax.__version__,
+      "numpy": np.__version__,
+      "mimuon_optax": mimuon_optax.__version__,
+      "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+  }
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=2, default=_json_default)
+    f.write("\n")
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+  return dataclasses.asdict(cfg)
+
+
+# ----------------------------------------------------------------------------
+# Plots
+# ----------------------------------------------------------------------------
+
+
+def plot_loss_curves(runs: dict[str, list[dict]], path: str | os.PathLike,
+                     title: str = "", extra_key: str | None = None) -> None:
+  """Train (thin) and eval (thick, markers) loss vs step, one color per run;
+  with `extra_key` (e.g. "test_acc") a second panel."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  panels = 2 if extra_key else 1
+  fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+  ax = axes[0, 0]
+  for i, (label, records) in enumerate(runs.items()):
+    color = f"C{i}"
+    train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+    evals = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    if train:
+      ax.plot(*zip(*train), color=color, alpha=0.5, lw=1,
+              label=f"{label} train")
+    if evals:
+      ax.plot(*zip(*evals), color=color, lw=2, marker="o", ms=3,
+              label=f"{label} held-out")
+  ax.set_xlabel("step")
+  ax.set_ylabel("loss")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  if extra_key:
+    ax = axes[0, 1]
+    for i, (label, records) in enumerate(runs.items()):
+      pts = [(r["step"], r[extra_key]) for r in records if extra_key in r]
+      if pts:
+        ax.plot(*zip(*pts), color=f"C{i}", marker="o", ms=3, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel(extra_key)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  """A GitHub markdown table; floats get 4 significant digits."""
+  def cell(x):
+    if isinstance(x, float):
+      return f"{x:.4g}"
+    return str(x)
+  lines = ["| " + " | ".join(headers) + " |",
+           "|" + "|".join("---" for _ in headers) + "|"]
+  lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def parse_with_presets(config_cls: type, description: str,
+                       presets: dict[str, dict[str, Any]],
+                       argv: Sequence[str] | None = None) -> Any:
+  """Like `parse_config`, where `--preset NAME` first replaces the defaults
+  by `presets[NAME]` (flags given explicitly still win)."""
+  pre = argparse.ArgumentParser(add_help=False)
+  pre.add_argument("--preset", default=None)
+  known, _ = pre.parse_known_args(argv)
+  parser = build_parser(config_cls, description)
+  if known.preset is not None:
+    if known.preset not in presets:
+      parser.error(f"--preset must be one of {sorted(presets)}")
+    parser.set_defaults(**presets[known.preset])
+  values = vars(parser.parse_args(argv))
+  hints = typing.get_type_hints(config_cls)
+  for name, value in values.items():
+    if (typing.get_origin(_strip_optional(hints[name])[0]) is tuple
+        and value is not None):
+      values[name] = tuple(value)
+  return config_cls(**values)
+
+
+def write_command_md(out: str | os.PathLike, title: str, command: str,
+                     seeds: Sequence[int], wall_s: float,
+                     notes: Sequence[str] = ()) -> None:
+  """COMMAND.md: how a result folder was produced, and on what."""
+  env = env_info()
+  lines = [
+      f"# {title}", "",
+      "```bash", command, "```", "",
+      f"- seeds: {', '.join(map(str, seeds))}",
+      f"- device: {env['cpu']} ({env['cpu_count']} cores; {env['device']})",
+      f"- jax {env['jax']}, optax {env['optax']}, flax {env['flax']},"
+      f" numpy {env['numpy']}, python {env['python']},"
+      f" mimuon_optax {env['mimuon_optax']}",
+      f"- OPENBLAS_NUM_THREADS={env['OPENBLAS_NUM_THREADS']}",
+      f"- wall time: {wall_s:.0f} s",
+  ]
+  lines += [f"- {n}" for n in notes]
+  pathlib.Path(out, "COMMAND.md").write_text("\n".join(lines) + "\n")

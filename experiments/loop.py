@@ -1,0 +1,184 @@
+"""The training loop shared by train_lm and train_vision.
+
+  summary = train(cfg, params, tx, loss_fn, batch_fn, evaluate, ...)
+
+Every batch is a pure function of the step (`batch_fn(step)`), the learning
+rate lives in the optimizer state, and checkpoints hold params and optimizer
+state exactly (safetensors), so `--stop-at k` followed by `--resume` gives the
+same params and losses, bit for bit on CPU, as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from experiments import common
+
+METRICS = "metrics.jsonl"
+
+
+def train(
+    cfg: Any,
+    params: Any,
+    tx: optax.GradientTransformation,
+    loss_fn: Callable[[Any, Any], jax.Array],
+    batch_fn: Callable[[int], Any],
+    evaluate: Callable[[Any], dict[str, float]],
+    *,
+    lr_schedule: optax.Schedule,
+    items_per_step: int,
+    items_name: str = "tokens",
+    eval_keys: tuple[str, str] = ("val_loss", "train_eval_loss"),
+) -> dict[str, Any]:
+  """Trains `params` for `cfg.steps` steps with logging and checkpoints.
+
+  Args:
+    cfg: has the `common.LoopConfig` fields and `optimizer`.
+    params: initial parameters (a pytree of arrays).
+    tx: the optimizer.
+    loss_fn: `loss_fn(params, batch) -> scalar`.
+    batch_fn: `batch_fn(step) -> batch` (host arrays).
+    evaluate: `evaluate(params) -> {name: float}`; must return the two
+      `eval_keys` (held-out loss, train loss on fixed examples); their
+      difference is logged as `gap`.
+    lr_schedule: logged as `lr`.
+    items_per_step: tokens or examples per step, for the throughput.
+    items_name: "tokens" or "examples".
+    eval_keys: (held-out loss, train-eval loss) keys of `evaluate`'s dict.
+
+  Returns:
+    {"params", "final" (the last record), "wall_s", "compile_s"}.
+  """
+  out = pathlib.Path(cfg.out)
+  out.mkdir(parents=True, exist_ok=True)
+  metrics_path = out / METRICS
+  ckpt_dir = out / "ckpt"
+  opt_state = tx.init(params)
+  start = 0
+  if cfg.resume and common.latest_checkpoint(ckpt_dir) is not None:
+    start, trees = common.restore_checkpoint(
+        common.latest_checkpoint(ckpt_dir),
+        {"params": params, "opt_state": opt_state})
+    params, opt_state = trees["params"], trees["opt_state"]
+    common.truncate_jsonl(metrics_path, start)
+    print(f"Resumed from step {start} ({ckpt_dir}).")
+  elif metrics_path.exists():
+    metrics_path.unlink()
+  common.write_json(out / "config.json", {**common.config_dict(cfg),
+                                          "env": common.env_info()})
+
+  def step_fn(params, opt_state, batch):
+    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  t0 = time.perf_counter()
+  train_step = jax.jit(step_fn, donate_argnums=(0, 1)).lower(
+      params, opt_state, batch_fn(start)).compile()
+  compile_s = time.perf_counter() - t0
+  is_mimuon = cfg.optimizer == "mimuon"
+  counts = (common.mix_summary(opt_state, None, 1)[1] if is_mimuon else None)
+
+  last = cfg.stop_at if cfg.stop_at is not None else cfg.steps
+  last = min(last, cfg.steps)
+  record: dict[str, Any] = {}
+  losses, window_start, t_window = [], start, time.perf_counter()
+  progress = _progress(cfg, start, last)
+  for step in range(start, last):
+    params, opt_state, loss = train_step(params, opt_state, batch_fn(step))
+    losses.append(loss)
+    done = step + 1
+    is_eval = done % cfg.eval_every == 0 or done == cfg.steps
+    is_ckpt = ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+               or done == cfg.steps or done == last)
+    if not (done % cfg.log_every == 0 or is_eval or is_ckpt):
+      continue
+    train_loss = float(np.mean(jax.device_get(losses)))  # waits for the step
+    elapsed = time.perf_counter() - t_window
+    record = {
+        "step": done,
+        "train_loss": train_loss,
+        "lr": float(lr_schedule(step)),
+        f"{items_name}_per_s": (done - window_start) * items_per_step / elapsed,
+        "wall_s": time.perf_counter() - t0,
+    }
+    if is_mimuon:
+      mix, counts = common.mix_summary(opt_state, counts, done - window_start)
+      record.update(mix)
+    if is_eval:
+      record.update(evaluate(params))
+      record["gap"] = record[eval_keys[0]] - record[eval_keys[1]]
+    common.append_jsonl(metrics_path, record)
+    if is_ckpt and cfg.checkpoint:
+      common.save_checkpoint(ckpt_dir, done,
+                             {"params": params, "opt_state": opt_state})
+    progress.update(done - window_start)
+    progress.set_postfix(_postfix(record), refresh=False)
+    losses, window_start, t_window = [], done, time.perf_counter()
+  progress.close()
+  wall_s = time.perf_counter() - t0
+  if cfg.plot and metrics_path.exists():
+    extra = "test_acc" if eval_keys[0] == "test_loss" else None
+    records = common.read_jsonl(metrics_path)
+    if extra is None:
+      common.plot_loss_curves({cfg.optimizer: records}, out / "loss_curves.png",
+                              title=str(out.name))
+    else:
+      common.plot_loss_curves({cfg.optimizer: _as_val(records, eval_keys)},
+                              out / "loss_curves.png", title=str(out.name),
+                              extra_key=extra)
+  return {"params": params, "final": record, "wall_s": wall_s,
+          "compile_s": compile_s}
+
+
+def _as_val(records, eval_keys):
+  # plot_loss_curves draws "val_loss" as the held-out curve.
+  return [{**r, "val_loss": r[eval_keys[0]]} if eval_keys[0] in r else r
+          for r in records]
+
+
+def _postfix(record):
+  keys = ("train_loss", "val_loss", "test_loss", "test_acc", "orth_frac_mean")
+  return {k: f"{record[k]:.3f}" for k in keys if k in record}
+
+
+class _NoProgress:
+  def update(self, n):
+    del n
+
+  def set_postfix(self, *args, **kwargs):
+    del args, kwargs
+
+  def close(self):
+    pass
+
+
+def _progress(cfg, start, last):
+  if not cfg.progress:
+    return _NoProgress()
+  from tqdm import tqdm
+  return tqdm(total=last, initial=start, desc=os.path.basename(cfg.out),
+              mininterval=2.0, dynamic_ncols=True)
+
+
+def tree_size(tree: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def mean_over_batches(fn: Callable[..., jax.Array], params: Any,
+                      batches: list[Any]) -> float:
+  """Mean of `fn(params, batch)` over equal-size batches."""
+  return float(np.mean([float(fn(params, b)) for b in batches]))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels).mean()

