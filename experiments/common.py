@@ -31,11 +31,14 @@ OPTIMIZERS = ("adamw", "muon", "mimuon")
 # rates"); `lr` is the matrix learning rate for Muon/MiMuon and `adam_lr`
 # the AdamW learning rate of their non-matrix leaves (embeddings, norms,
 # biases, heads), which is AdamW's own tuned rate.
+# MiMuon uses Muon's rates: at the default tau=1e-4 it orthogonalizes 97-99%
+# of steps (results/spectra/ablation.md). The sweeps at the earlier tau=1e-3,
+# where MiMuon was almost pure momentum SGD, found 0.03 (lm) and 0.1 (vision).
 DEFAULT_LRS = {
     "lm": {"adamw": (3e-3, None), "muon": (0.01, 3e-3),
-           "mimuon": (0.03, 3e-3)},
+           "mimuon": (0.01, 3e-3)},
     "vision": {"adamw": (1e-2, None), "muon": (0.03, 3e-3),
-               "mimuon": (0.1, 3e-3)},
+               "mimuon": (0.03, 3e-3)},
 }
 
 
@@ -116,7 +119,7 @@ class OptimizerConfig:
       0.0, "decoupled weight decay (matrices for muon/mimuon, every leaf for"
       " adamw)")
   warmup_steps: int = field(20, "linear warmup steps before the cosine decay")
-  tau: float = field(1e-3, "MiMuon gate threshold")
+  tau: float = field(1e-4, "MiMuon gate threshold (library default)")
   tau_mode: str = field(
       "relative", "MiMuon gate: relative (gap / s_max >= tau) or absolute")
   sgd_scale: str = field(

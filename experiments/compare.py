@@ -69,7 +69,7 @@ class CompareConfig:
   dataset: str = field("fashion", "vision: fashion or digits")
   model: str = field("cnn", "vision: cnn or mlp")
   # MiMuon
-  tau: float = field(1e-3, "MiMuon gate threshold")
+  tau: float = field(1e-4, "MiMuon gate threshold (library default)")
   tau_mode: str = field("relative", "MiMuon: relative or absolute")
   sgd_scale: str = field("none", "MiMuon: none or rms_match")
   # sweep

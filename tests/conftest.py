@@ -1,6 +1,14 @@
 """Shared test helpers: float64 references built with numpy."""
 
-import numpy as np
+import os
+
+# jaxlib's CPU eigvalsh (the MiMuon gap test) runs scipy's OpenBLAS LAPACK;
+# its threads fight XLA's on small machines (100x slower, and hangs seen on
+# 2 cores). Must be set before numpy/scipy/jax load; notebook kernels started
+# by nbmake inherit it.
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
+
+import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest
 
 
