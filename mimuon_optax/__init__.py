@@ -6,6 +6,7 @@ from mimuon_optax._alias import default_param_labels
 from mimuon_optax._alias import mimuon
 from mimuon_optax._alias import muon
 from mimuon_optax._alias import scale_by_lr_scaling
+from mimuon_optax._distributed import opt_state_shardings
 from mimuon_optax._gap import GapStats
 from mimuon_optax._gap import singular_values
 from mimuon_optax._gap import spectral_gap
@@ -37,6 +38,7 @@ __all__ = (
     "muon",
     "newton_schulz",
     "ns_schedule",
+    "opt_state_shardings",
     "resolve_dimension_numbers",
     "scale_by_lr_scaling",
     "scale_by_newton_schulz",

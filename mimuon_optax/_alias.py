@@ -9,6 +9,7 @@ import jax
 import optax
 from optax.contrib import MuonDimensionNumbers
 
+from mimuon_optax import _distributed
 from mimuon_optax import _gap
 from mimuon_optax import _matrix
 from mimuon_optax._mix import mimuon_mix
@@ -128,6 +129,8 @@ def muon(
     param_labels: Union[Any, Callable[[Any], Any], None] = None,
     weight_dimension_numbers: _matrix.WeightDimNums = None,
     batch_same_shapes: bool = True,
+    mesh: Optional[jax.sharding.Mesh] = None,
+    mesh_axes: _distributed.MeshAxes = None,
 ) -> optax.GradientTransformation:
   r"""Muon: momentum orthogonalized by Newton-Schulz, AdamW for the rest.
 
@@ -164,6 +167,11 @@ def muon(
       for all, or callable); a tree also sets the default labels.
     batch_same_shapes: run equal-shape matrices as one batched
       Newton-Schulz call; False runs one call per leaf.
+    mesh: for params sharded on a ``jax.sharding.Mesh`` under ``jax.jit``:
+      spread whole matrices over its devices for Newton-Schulz (and the gap
+      test) instead of letting GSPMD communicate inside every iteration; see
+      :func:`scale_by_newton_schulz`. None: plain GSPMD.
+    mesh_axes: mesh axis names to spread matrices over; None: all.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -192,7 +200,8 @@ def muon(
       momentum(beta, nesterov=nesterov, mu_dtype=mu_dtype),
       scale_by_newton_schulz(ns_coeffs, ns_steps, ns_dtype, eps,
                              weight_dimension_numbers=weight_dimension_numbers,
-                             batch_same_shapes=batch_same_shapes),
+                             batch_same_shapes=batch_same_shapes,
+                             mesh=mesh, mesh_axes=mesh_axes),
   )
   return _matrix_optimizer_with_adamw(
       direction, learning_rate=learning_rate, weight_decay=weight_decay,
@@ -204,7 +213,7 @@ def muon(
 
 def mimuon(
     learning_rate: optax.ScalarOrSchedule,
-    tau: chex.Numeric = 1e-3,
+    tau: chex.Numeric = 1e-4,
     beta: chex.Numeric = 0.95,
     ns_coeffs: Union[str, chex.Array] = 'polar_express',
     ns_steps: int = 5,
@@ -228,6 +237,8 @@ def mimuon(
     param_labels: Union[Any, Callable[[Any], Any], None] = None,
     weight_dimension_numbers: _matrix.WeightDimNums = None,
     batch_same_shapes: bool = True,
+    mesh: Optional[jax.sharding.Mesh] = None,
+    mesh_axes: _distributed.MeshAxes = None,
 ) -> optax.GradientTransformation:
   r"""MiMuon (Mixed Muon): Muon where the spectrum is separated, SGD elsewhere.
 
@@ -242,10 +253,10 @@ def mimuon(
   ``tau=0`` is :func:`muon` exactly; ``tau=inf`` is momentum SGD with
   decoupled weight decay. See :func:`mimuon_mix` for ``tau_mode``,
   ``gap_every``, ``sgd_scale``, ``rank_tol``, ``dup_tol`` and the per-matrix
-  diagnostics (:func:`mix_diagnostics`); every other argument is as in
-  :func:`muon`. ``learning_rate``, ``tau``, ``weight_decay``, ``beta`` and
-  ``gap_every`` can be injected with ``optax.inject_hyperparams``
-  (``static_args=("ns_steps",)``).
+  diagnostics (:func:`mix_diagnostics`); every other argument (``mesh``
+  and ``mesh_axes`` included) is as in :func:`muon`. ``learning_rate``,
+  ``tau``, ``weight_decay``, ``beta`` and ``gap_every`` can be injected with
+  ``optax.inject_hyperparams`` (``static_args=("ns_steps",)``).
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -271,10 +282,12 @@ def mimuon(
           scale_by_newton_schulz(
               ns_coeffs, ns_steps, ns_dtype, eps,
               weight_dimension_numbers=weight_dimension_numbers,
-              batch_same_shapes=batch_same_shapes),
+              batch_same_shapes=batch_same_shapes,
+              mesh=mesh, mesh_axes=mesh_axes),
           tau, tau_mode=tau_mode, gap_every=gap_every, sgd_scale=sgd_scale,
           rank_tol=rank_tol, dup_tol=dup_tol,
-          weight_dimension_numbers=weight_dimension_numbers),
+          weight_dimension_numbers=weight_dimension_numbers,
+          mesh=mesh, mesh_axes=mesh_axes),
   )
   return _matrix_optimizer_with_adamw(
       direction, learning_rate=learning_rate, weight_decay=weight_decay,

@@ -8,6 +8,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from mimuon_optax import _distributed
+
 # Defaults, relative to the largest singular value s_max of each matrix.
 # The spectrum comes from float32 eigvalsh of the small-side Gram. Measured on
 # CPU (tests/test_gap.py re-checks at 256): exact zeros come out as
@@ -96,6 +98,8 @@ def spectral_gaps(
     *,
     rank_tol: chex.Numeric = RANK_TOL,
     dup_tol: chex.Numeric = DUP_TOL,
+    mesh: jax.sharding.Mesh | None = None,
+    mesh_axes: _distributed.MeshAxes = None,
 ) -> list[GapStats]:
   """:func:`spectral_gap` of many stacks ``(B_i, M_i, N_i)`` in ONE eigvalsh.
 
@@ -104,15 +108,38 @@ def spectral_gaps(
   statistics are unchanged. One batched call is what accelerators want, and
   on CPU it avoids running several LAPACK eigvalsh kernels concurrently,
   which deadlocks jaxlib 0.10's CPU thread pool on a 2-core machine.
+
+  With a ``mesh``, equal-shape stacks are concatenated, zero-padded and split
+  over the devices of ``mesh_axes`` (default: all) as whole matrices
+  (:func:`~mimuon_optax._distributed.shard_stacks`); each device forms the
+  Grams of its own matrices and runs one eigvalsh on them, so no Gram is
+  ever all-reduced. Zero padding matrices have gap +inf and are dropped.
+  The statistics come back replicated over the mesh.
   """
   if not stacks:
     return []
+  if mesh is None:
+    return _padded_gaps(stacks, rank_tol, dup_tol, jnp.linalg.eigvalsh)
+  # On CPU every simulated device runs its program on one shared thread pool.
+  # jaxlib's batched LAPACK eigvalsh fans its batch out onto that pool and
+  # blocks until done; if the pool's threads are parked in another device's
+  # collective, that never happens (deadlock). One matrix at a time runs
+  # inline. Accelerators keep the batched call.
+  eigvalsh = jnp.linalg.eigvalsh
+  if _distributed.on_cpu(mesh):
+    eigvalsh = lambda g_BxKxK: jax.lax.map(jnp.linalg.eigvalsh, g_BxKxK)
+  local = lambda xs: _padded_gaps(xs, rank_tol, dup_tol, eigvalsh)
+  stats = _distributed.grouped_shard_stacks(local, stacks, mesh, mesh_axes)
+  return _distributed.replicate(stats, mesh)  # B floats each: gather them.
+
+
+def _padded_gaps(stacks, rank_tol, dup_tol, eigvalsh) -> list[GapStats]:
   grams = [small_side_gram(x) for x in stacks]
   k_max = max(g.shape[-1] for g in grams)
   padded = jnp.concatenate([
       jnp.pad(g, ((0, 0), (0, k_max - g.shape[-1]), (0, k_max - g.shape[-1])))
       for g in grams])
-  s_BxK = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(padded), 0.0))
+  s_BxK = jnp.sqrt(jnp.maximum(eigvalsh(padded), 0.0))
   stats = _gap_stats(s_BxK, rank_tol, dup_tol)
   out, start = [], 0
   for g in grams:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mimuon_optax import _distributed
 from mimuon_optax import _matrix
 
 # Each step maps X -> a X + b (X X^T) X + c (X X^T)^2 X, i.e. the odd
@@ -157,6 +158,8 @@ def scale_by_newton_schulz(
     *,
     weight_dimension_numbers: _matrix.WeightDimNums = None,
     batch_same_shapes: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
+    mesh_axes: _distributed.MeshAxes = None,
 ) -> optax.GradientTransformation:
   r"""Replaces every matrix by its approximate orthogonal polar factor.
 
@@ -178,6 +181,16 @@ def scale_by_newton_schulz(
       Batch axes are orthogonalized slice by slice.
     batch_same_shapes: run all matrices of equal shape as one batched
       iteration (faster; same result up to float rounding).
+    mesh: a ``jax.sharding.Mesh`` (``AxisType.Auto`` axes) to spread whole
+      matrices over, for params sharded on it under ``jax.jit``. Stacks of
+      equal-shape matrices are concatenated, zero-padded to a multiple of
+      the device count and split along B in one ``shard_map``: each device
+      orthogonalizes whole matrices with no communication, and the results
+      return to the params' sharding. None (default): plain jit/GSPMD,
+      which all-reduces or all-gathers a Gram-sized array in every
+      iteration when a matrix dimension is sharded.
+    mesh_axes: mesh axis names (or one name) to spread matrices over;
+      None: all of them. The computation is replicated along the others.
 
   Returns:
     A stateless ``optax.GradientTransformation``.
@@ -196,15 +209,25 @@ def scale_by_newton_schulz(
     True
   """
   schedule = ns_schedule(ns_coeffs, ns_steps)
+  if mesh is not None:
+    _distributed.check_mesh(mesh, mesh_axes)  # Fail early.
 
   def update_fn(updates, state, params=None):
-    del params
     views = _matrix.matrix_views(updates, weight_dimension_numbers)
-    ortho = _matrix.map_batched(
-        lambda x: newton_schulz(x, schedule, ns_dtype=ns_dtype, eps=eps),
-        views, updates, group=batch_same_shapes)
+    ns = lambda x: newton_schulz(x, schedule, ns_dtype=ns_dtype, eps=eps)
+    if mesh is None:
+      ortho = _matrix.map_batched(ns, views, updates, group=batch_same_shapes)
+    else:
+      updates = _distributed.like_params(views, updates, params)
+      ortho = _matrix.map_stacks(
+          lambda stacks: _distributed.grouped_shard_stacks(
+              lambda local: [ns(x) for x in local], stacks, mesh, mesh_axes,
+              group=batch_same_shapes), views, updates)
     unview = lambda view, o: view.from_matrices(o)
-    return _matrix.map_matrices(unview, views, ortho), state
+    ortho = _matrix.map_matrices(unview, views, ortho)
+    if mesh is not None:
+      ortho = _distributed.like_params(views, ortho, params)
+    return ortho, state
 
   def init_fn(params):
     _matrix.matrix_views(params, weight_dimension_numbers)  # Fail early.

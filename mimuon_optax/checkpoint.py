@@ -1,0 +1,67 @@
+"""Saving and restoring (params, optimizer state) with Orbax, sharded arrays.
+
+  save_state("/ckpt", step, params, opt_state)      # writes /ckpt/<step>/
+  target = abstract_like(params, opt_state)         # shapes and shardings
+  step, params, opt_state = restore_state("/ckpt", target)  # latest step
+
+Each process writes its own shards; restoring onto a target whose leaves
+carry shardings (``abstract_like`` keeps the arrays' shardings, or pass
+``jax.ShapeDtypeStruct(shape, dtype, sharding=...)`` leaves for a new mesh)
+reads every shard straight onto its device. The optimizer state's structure
+(NamedTuples, ``optax.MaskedNode``) comes from the target, so restore with
+the state of the same ``tx`` (``jax.eval_shape(tx.init, params)`` and
+``mimuon_optax.opt_state_shardings`` build one without allocating).
+Orbax reads back exactly the bytes it wrote, so training resumes bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def abstract_like(params: Any, opt_state: Any) -> dict[str, Any]:
+  """The restore target for arrays like these: shapes, dtypes, shardings."""
+  as_struct = lambda x: jax.ShapeDtypeStruct(
+      x.shape, x.dtype, sharding=getattr(x, 'sharding', None))
+  return {'params': jax.tree.map(as_struct, params),
+          'opt_state': jax.tree.map(as_struct, opt_state)}
+
+
+def _manager(path: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(os.path.abspath(os.fspath(path)))
+
+
+def save_state(path: str, step: int, params: Any, opt_state: Any) -> None:
+  """Writes ``params`` and ``opt_state`` to ``path/<step>`` and waits."""
+  with _manager(path) as manager:
+    manager.save(int(step), args=ocp.args.StandardSave(
+        {'params': params, 'opt_state': opt_state}))
+    manager.wait_until_finished()
+
+
+def restore_state(path: str, abstract_tree: dict[str, Any],
+                  step: int | None = None) -> tuple[int, Any, Any]:
+  """Reads ``(step, params, opt_state)`` saved by :func:`save_state`.
+
+  Args:
+    path: the directory given to :func:`save_state`.
+    abstract_tree: ``{"params": ..., "opt_state": ...}`` of
+      ``jax.ShapeDtypeStruct`` (with ``sharding``) or arrays, e.g. from
+      :func:`abstract_like`; it fixes structure, dtypes and placement.
+    step: which step; None: the latest.
+
+  Raises:
+    FileNotFoundError: if ``path`` holds no checkpoint.
+  """
+  with _manager(path) as manager:
+    if step is None:
+      step = manager.latest_step()
+      if step is None:
+        raise FileNotFoundError(f'No checkpoint under {path!r}.')
+    restored = manager.restore(
+        int(step), args=ocp.args.StandardRestore(abstract_tree))
+  return int(step), restored['params'], restored['opt_state']
