@@ -90,7 +90,11 @@ def build_parser(config_cls: type, description: str) -> argparse.ArgumentParser:
 def parse_config(config_cls: type, description: str,
                  argv: Sequence[str] | None = None) -> Any:
   args = build_parser(config_cls, description).parse_args(argv)
-  values = vars(args)
+  return _to_config(config_cls, vars(args))
+
+
+def _to_config(config_cls: type, values: dict[str, Any]) -> Any:
+  """argparse values -> the dataclass (lists back to tuple fields)."""
   hints = typing.get_type_hints(config_cls)
   for name, value in values.items():
     if (typing.get_origin(_strip_optional(hints[name])[0]) is tuple
@@ -446,13 +450,7 @@ def parse_with_presets(config_cls: type, description: str,
     if known.preset not in presets:
       parser.error(f"--preset must be one of {sorted(presets)}")
     parser.set_defaults(**presets[known.preset])
-  values = vars(parser.parse_args(argv))
-  hints = typing.get_type_hints(config_cls)
-  for name, value in values.items():
-    if (typing.get_origin(_strip_optional(hints[name])[0]) is tuple
-        and value is not None):
-      values[name] = tuple(value)
-  return config_cls(**values)
+  return _to_config(config_cls, vars(parser.parse_args(argv)))
 
 
 def write_command_md(out: str | os.PathLike, title: str, command: str,

@@ -111,22 +111,13 @@ def grouped_shard_stacks(
   nothing.
   """
   n = math.prod(mesh.shape[a] for a in resolve_axes(mesh, mesh_axes))
-  groups: dict[Any, list[int]] = {}
-  for i, x in enumerate(stacks):
+
+  def key(i, x):
     alone = not group or x.shape[0] % n == 0
-    groups.setdefault(i if alone else x.shape[1:] + (x.dtype,), []).append(i)
-  members = list(groups.values())
-  joined = [jnp.concatenate([stacks[i] for i in m]) if len(m) > 1
-            else stacks[m[0]] for m in members]
-  results = shard_stacks(fn, joined, mesh, mesh_axes)
-  outputs = [None] * len(stacks)
-  for m, result in zip(members, results):
-    start = 0
-    for i in m:
-      stop = start + stacks[i].shape[0]
-      outputs[i] = jax.tree.map(lambda r, a=start, b=stop: r[a:b], result)
-      start = stop
-  return outputs
+    return i if alone else _matrix.same_shape(i, x)
+
+  return _matrix.run_grouped(
+      lambda joined: shard_stacks(fn, joined, mesh, mesh_axes), stacks, key)
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -181,6 +181,37 @@ def map_stacks(fn: Callable[[list[jax.Array]], list[Any]], views: Any,
   return treedef.unflatten(leaves)
 
 
+def run_grouped(fn: Callable[[list[jax.Array]], list[Any]],
+                stacks: Sequence[jax.Array],
+                key: Callable[[int, jax.Array], Any]) -> list[Any]:
+  """Concatenates stacks of equal ``key``, runs ``fn`` on the joined list.
+
+  ``fn`` maps the list of joined ``(sum B, M, N)`` stacks to one output per
+  joined stack (a pytree of arrays with leading axis ``sum B``); the outputs
+  are split back into one per input stack, in input order.
+  """
+  groups: dict[Any, list[int]] = {}
+  for i, x in enumerate(stacks):
+    groups.setdefault(key(i, x), []).append(i)
+  members = list(groups.values())
+  joined = [jnp.concatenate([stacks[i] for i in m]) if len(m) > 1
+            else stacks[m[0]] for m in members]
+  outputs = [None] * len(stacks)
+  for m, result in zip(members, fn(joined)):
+    start = 0
+    for i in m:
+      stop = start + stacks[i].shape[0]
+      outputs[i] = jax.tree.map(lambda r, a=start, b=stop: r[a:b], result)
+      start = stop
+  return outputs
+
+
+def same_shape(i: int, x: jax.Array) -> Any:
+  """:func:`run_grouped` key: matrices of equal shape and dtype share a call."""
+  del i
+  return x.shape[1:] + (x.dtype,)
+
+
 def map_batched(fn: Callable[[jax.Array], Any], views: Any, tree: Any, *,
                 group: bool = True) -> Any:
   """Runs ``fn`` on ``(B, M, N)`` stacks, one call per group of equal shapes.
@@ -191,22 +222,10 @@ def map_batched(fn: Callable[[jax.Array], Any], views: Any, tree: Any, *,
   gets its own call. ``fn`` returns a pytree of arrays with leading axis B
   (matrices or per-matrix stats), split back per leaf.
   """
-  def run(stacks):
-    groups: dict[Any, list[int]] = {}
-    for i, x in enumerate(stacks):
-      groups.setdefault(x.shape[1:] + (x.dtype,) if group else i, []).append(i)
-    outputs = [None] * len(stacks)
-    for members in groups.values():
-      parts = [stacks[i] for i in members]
-      result = fn(jnp.concatenate(parts) if len(parts) > 1 else parts[0])
-      start = 0
-      for i in members:
-        stop = start + stacks[i].shape[0]
-        outputs[i] = jax.tree.map(lambda r, a=start, b=stop: r[a:b], result)
-        start = stop
-    return outputs
-
-  return map_stacks(run, views, tree)
+  key = same_shape if group else (lambda i, x: i)
+  return map_stacks(
+      lambda stacks: run_grouped(lambda joined: [fn(x) for x in joined],
+                                 stacks, key), views, tree)
 
 
 def zeros_per_matrix(params: Any, weight_dimension_numbers: WeightDimNums,
