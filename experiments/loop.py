@@ -169,6 +169,22 @@ def _progress(cfg, start, last):
               mininterval=2.0, dynamic_ncols=True)
 
 
+def write_summary(cfg: Any, params: Any, result: dict[str, Any],
+                  **fields: Any) -> dict[str, Any]:
+  """Writes `cfg.out`/summary.json for a `train` result; returns it with the
+  trained params."""
+  summary = {
+      "optimizer": cfg.optimizer,
+      **fields,
+      "num_params": tree_size(params),
+      "compile_s": result["compile_s"],
+      "wall_s": result["wall_s"],
+      "final": result["final"],
+  }
+  common.write_json(pathlib.Path(cfg.out) / "summary.json", summary)
+  return {**summary, "params": result["params"]}
+
+
 def tree_size(tree: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 

@@ -118,17 +118,9 @@ def run(cfg: TrainLMConfig) -> dict[str, Any]:
   result = loop.train(
       cfg, params, tx, loss_fn, parts["sampler"].batch, evaluate,
       lr_schedule=schedule, items_per_step=cfg.batch_size * cfg.seq_len)
-  summary = {
-      "optimizer": cfg.optimizer,
-      "num_params": loop.tree_size(params),
-      "train_tokens": int(len(parts["train_tokens"])),
-      "val_tokens": int(len(parts["val_tokens"])),
-      "compile_s": result["compile_s"],
-      "wall_s": result["wall_s"],
-      "final": result["final"],
-  }
-  common.write_json(pathlib.Path(cfg.out) / "summary.json", summary)
-  return {**summary, "params": result["params"]}
+  return loop.write_summary(
+      cfg, params, result, train_tokens=int(len(parts["train_tokens"])),
+      val_tokens=int(len(parts["val_tokens"])))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

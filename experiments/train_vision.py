@@ -174,17 +174,8 @@ def run(cfg: TrainVisionConfig,
       cfg, params, tx, loss_fn, batch_fn, evaluate, lr_schedule=schedule,
       items_per_step=cfg.batch_size, items_name="examples",
       eval_keys=("test_loss", "train_eval_loss"))
-  summary = {
-      "optimizer": cfg.optimizer,
-      "dataset": data.name,
-      "num_params": loop.tree_size(params),
-      "train_examples": int(len(x_train)),
-      "compile_s": result["compile_s"],
-      "wall_s": result["wall_s"],
-      "final": result["final"],
-  }
-  common.write_json(pathlib.Path(cfg.out) / "summary.json", summary)
-  return {**summary, "params": result["params"]}
+  return loop.write_summary(cfg, params, result, dataset=data.name,
+                            train_examples=int(len(x_train)))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
