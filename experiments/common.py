@@ -161,12 +161,16 @@ def lr_schedule(peak: float, steps: int, warmup_steps: int,
       end_value=peak * final_fraction)
 
 
-def make_optimizer(cfg: Any, task: str, steps: int, weight_dimension_numbers=None
+def make_optimizer(cfg: Any, task: str, steps: int, weight_dimension_numbers=None,
+                   *, mesh: jax.sharding.Mesh | None = None,
+                   mesh_axes: str | tuple[str, ...] | None = None,
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """(transform, matrix lr schedule) for `cfg.optimizer`.
 
   `cfg` has the `OptimizerConfig` fields. AdamW uses b1=0.9, b2=0.95 like the
   AdamW branch of Muon/MiMuon, so the three differ only in the matrix rule.
+  `mesh`/`mesh_axes` go to `muon`/`mimuon` (whole-matrix Newton-Schulz and
+  gap test spread over the mesh); AdamW is elementwise and needs neither.
   """
   if cfg.optimizer not in OPTIMIZERS:
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got"
@@ -181,7 +185,8 @@ def make_optimizer(cfg: Any, task: str, steps: int, weight_dimension_numbers=Non
   common = dict(
       learning_rate=schedule, weight_decay=cfg.weight_decay,
       adam_learning_rate=lr_schedule(adam_lr, steps, cfg.warmup_steps),
-      weight_dimension_numbers=weight_dimension_numbers)
+      weight_dimension_numbers=weight_dimension_numbers, mesh=mesh,
+      mesh_axes=mesh_axes)
   if cfg.optimizer == "muon":
     return mimuon_optax.muon(**common), schedule
   return mimuon_optax.mimuon(
@@ -358,6 +363,7 @@ def env_info() -> dict[str, Any]:
       "cpu": cpu_model(),
       "cpu_count": os.cpu_count(),
       "device": str(jax.devices()[0]),
+      "device_count": jax.device_count(),
       "backend": jax.default_backend(),
       "python": platform.python_version(),
       "jax": jax.__version__,

@@ -6,10 +6,16 @@ Every batch is a pure function of the step (`batch_fn(step)`), the learning
 rate lives in the optimizer state, and checkpoints hold params and optimizer
 state exactly (safetensors), so `--stop-at k` followed by `--resume` gives the
 same params and losses, bit for bit on CPU, as one uninterrupted run.
+
+With a `Placement` the params, optimizer state and batches live on a device
+mesh (train_lm `--mesh`): the step is jitted with their shardings as
+`in_shardings` == `out_shardings`, and checkpoints are gathered to the host,
+so a run saved on one mesh resumes on another (or on one device).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import time
@@ -19,10 +25,37 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
+import mimuon_optax
 from experiments import common
 
 METRICS = "metrics.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+  """Shardings of a training run on `mesh`.
+
+  Attributes:
+    mesh: the device mesh.
+    params: a `NamedSharding` per parameter leaf.
+    batch: the sharding of one batch (a pytree prefix of it).
+  """
+
+  mesh: jax.sharding.Mesh
+  params: Any
+  batch: Any
+
+  def place(self, tx: optax.GradientTransformation, params: Any,
+            opt_state: Any) -> tuple[Any, Any, Any]:
+    """(params, opt_state, opt_state shardings), the first two on the mesh;
+    state leaves follow the params (`mimuon_optax.opt_state_shardings`)."""
+    state_sharding = mimuon_optax.opt_state_shardings(
+        tx.init, params, self.params, self.mesh)
+    return (jax.device_put(params, self.params),
+            jax.device_put(opt_state, state_sharding), state_sharding)
 
 
 def train(
@@ -37,6 +70,7 @@ def train(
     items_per_step: int,
     items_name: str = "tokens",
     eval_keys: tuple[str, str] = ("val_loss", "train_eval_loss"),
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
   """Trains `params` for `cfg.steps` steps with logging and checkpoints.
 
@@ -53,6 +87,8 @@ def train(
     items_per_step: tokens or examples per step, for the throughput.
     items_name: "tokens" or "examples".
     eval_keys: (held-out loss, train-eval loss) keys of `evaluate`'s dict.
+    placement: run on a device mesh with these shardings (default: the
+      default device).
 
   Returns:
     {"params", "final" (the last record), "wall_s", "compile_s"}.
@@ -74,6 +110,13 @@ def train(
     metrics_path.unlink()
   common.write_json(out / "config.json", {**common.config_dict(cfg),
                                           "env": common.env_info()})
+  jit_kwargs = {}
+  if placement is not None:
+    params, opt_state, state_sharding = placement.place(tx, params, opt_state)
+    jit_kwargs = dict(
+        in_shardings=(placement.params, state_sharding, placement.batch),
+        out_shardings=(placement.params, state_sharding,
+                       NamedSharding(placement.mesh, P())))
 
   def step_fn(params, opt_state, batch):
     loss, grads = jax.value_and_grad(loss_fn)(params, batch)
@@ -81,7 +124,7 @@ def train(
     return optax.apply_updates(params, updates), opt_state, loss
 
   t0 = time.perf_counter()
-  train_step = jax.jit(step_fn, donate_argnums=(0, 1)).lower(
+  train_step = jax.jit(step_fn, donate_argnums=(0, 1), **jit_kwargs).lower(
       params, opt_state, batch_fn(start)).compile()
   compile_s = time.perf_counter() - t0
   is_mimuon = cfg.optimizer == "mimuon"

@@ -9,6 +9,15 @@ metrics.jsonl (train loss, lr, tokens/s; every eval: val loss, train loss on
 fixed windows, gap = val - train; for MiMuon per-matrix orthogonalized
 fraction and gaps), loss_curves.png, config.json, summary.json and ckpt/
 (resume with `--resume`).
+
+`--mesh DATAxFSDP` trains on a (data, fsdp) device mesh: weights FSDP-split
+over "fsdp" (`--mesh-shard-layers`: layer stacks of `--scan-layers` split on
+their layer axis), batches over every device, and Muon/MiMuon run
+Newton-Schulz and the gap test on whole matrices spread over "fsdp"
+(`mimuon_optax.models.qwen3.sharding`). On a CPU, simulate devices:
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 \
+    python -m experiments.train_lm --mesh 2x4 --batch-size 16
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from experiments.common import field
 from mimuon_optax.models.qwen3 import Qwen3Config
 from mimuon_optax.models.qwen3 import Qwen3ForCausalLM
 from mimuon_optax.models.qwen3 import qwen3_weight_dimension_numbers
+from mimuon_optax.models.qwen3 import sharding as qwen3_sharding
 
 PRESETS = ("micro", "tiny", "small")
 # Fixed evaluation windows: the same for every optimizer, seed and resume.
@@ -56,6 +66,41 @@ class TrainLMConfig(common.LoopConfig, common.OptimizerConfig):
       data_text.DEFAULT_VAL_PLAYS, "works held out for validation")
   cache_dir: str = field(data_text.DEFAULT_CACHE_DIR, "token cache directory")
   scan_layers: bool = field(False, "stack the layers and run them with nnx.scan")
+  mesh: str | None = field(
+      None, "train on a DATAxFSDP device mesh, e.g. 2x4 (DATA*FSDP must equal"
+      " the device count and divide --batch-size); none: one device")
+  mesh_shard_layers: bool = field(
+      False, "with --mesh and --scan-layers: split layer stacks on their"
+      " layer axis instead of a matrix axis")
+
+
+def parse_mesh(spec: str) -> tuple[int, int]:
+  """`"2x4"` -> `(2, 4)` (data, fsdp)."""
+  parts = spec.lower().split("x")
+  if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+    raise ValueError(f"--mesh must look like DATAxFSDP (e.g. 2x4), got"
+                     f" {spec!r}")
+  return int(parts[0]), int(parts[1])
+
+
+def make_placement(cfg: TrainLMConfig, params: Any
+                   ) -> tuple[jax.sharding.Mesh | None, loop.Placement | None]:
+  """The mesh and shardings of `--mesh` (None, None without it)."""
+  if cfg.mesh is None:
+    if cfg.mesh_shard_layers:
+      raise ValueError("--mesh-shard-layers needs --mesh")
+    return None, None
+  data, fsdp = parse_mesh(cfg.mesh)
+  if cfg.batch_size % (data * fsdp):
+    raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by the"
+                     f" {data * fsdp} devices of --mesh {cfg.mesh}")
+  if cfg.mesh_shard_layers and not cfg.scan_layers:
+    raise ValueError("--mesh-shard-layers needs --scan-layers (stacked layers)")
+  mesh = qwen3_sharding.make_mesh(data=data, fsdp=fsdp)
+  return mesh, loop.Placement(
+      mesh, qwen3_sharding.param_shardings(
+          params, mesh, shard_layers=cfg.mesh_shard_layers),
+      qwen3_sharding.batch_sharding(mesh))
 
 
 def model_config(preset: str, vocab_size: int, scan_layers: bool) -> Qwen3Config:
@@ -100,7 +145,10 @@ def run(cfg: TrainLMConfig) -> dict[str, Any]:
   """Trains per `cfg`; returns the summary written to summary.json."""
   parts = build(cfg)
   params, loss_fn = parts["params"], parts["loss_fn"]
-  tx, schedule = common.make_optimizer(cfg, "lm", cfg.steps, parts["dims"])
+  mesh, placement = make_placement(cfg, params)
+  tx, schedule = common.make_optimizer(
+      cfg, "lm", cfg.steps, parts["dims"], mesh=mesh,
+      mesh_axes=qwen3_sharding.FSDP if mesh is not None else None)
 
   def windows(tokens, seed):
     sampler = data_text.WindowSampler(tokens, cfg.seq_len, cfg.batch_size, seed)
@@ -117,7 +165,8 @@ def run(cfg: TrainLMConfig) -> dict[str, Any]:
 
   result = loop.train(
       cfg, params, tx, loss_fn, parts["sampler"].batch, evaluate,
-      lr_schedule=schedule, items_per_step=cfg.batch_size * cfg.seq_len)
+      lr_schedule=schedule, items_per_step=cfg.batch_size * cfg.seq_len,
+      placement=placement)
   return loop.write_summary(
       cfg, params, result, train_tokens=int(len(parts["train_tokens"])),
       val_tokens=int(len(parts["val_tokens"])))

@@ -109,8 +109,31 @@ def test_config_flags_round_trip():
   assert cfg.optimizer == "muon" and cfg.lr == 0.05 and cfg.adam_lr is None
   assert cfg.val_plays == ("hamlet", "macbeth") and cfg.progress is False
   help_text = common.build_parser(train_lm.TrainLMConfig, "").format_help()
-  for name in ("--tau-mode", "--sgd-scale", "--resume", "--stop-at", "--preset"):
+  for name in ("--tau-mode", "--sgd-scale", "--resume", "--stop-at", "--preset",
+               "--mesh", "--mesh-shard-layers"):
     assert name in help_text
+
+
+def test_mesh_flags_are_checked(tmp_path, cache_dir):
+  assert train_lm.parse_mesh("2x4") == (2, 4)
+  for bad in ("8", "2x", "0x4", "2x4x1", "axb"):
+    with pytest.raises(ValueError, match="DATAxFSDP"):
+      train_lm.parse_mesh(bad)
+  params = {"w": jnp.zeros((4, 4))}
+  cases = {  # config overrides -> the error it must raise
+      (("mesh", "3x1"),): "not divisible by the 3 devices",
+      (("mesh", "2x2"),): r"data=2 x fsdp=2 != 1 devices",  # one CPU device
+      (("mesh_shard_layers", True),): "needs --mesh",
+      (("mesh", "1x1"), ("mesh_shard_layers", True)): "needs --scan-layers",
+  }
+  for overrides, message in cases.items():
+    with pytest.raises(ValueError, match=message):
+      train_lm.make_placement(lm_config(tmp_path, cache_dir, **dict(overrides)),
+                              params)
+  mesh, placement = train_lm.make_placement(
+      lm_config(tmp_path, cache_dir, mesh="1x1"), params)
+  assert dict(mesh.shape) == {"data": 1, "fsdp": 1}
+  assert placement.params["w"].mesh == mesh
 
 
 def test_short_names():
