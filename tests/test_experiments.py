@@ -156,6 +156,7 @@ def test_gap_every_runs(tmp_path, cache_dir):
   assert 0 <= r["disagreement"][2] <= 1 and 0 <= r["orth_frac_exact"] <= 1
   assert r["amortized_self_disagreement"] == 0  # decisions held for 4 steps
   assert np.isfinite(r["val_loss_every4"])
+  assert r["step_ms_exact"] > 0 and r["step_ms_every4"] > 0
 
 
 def test_short_names():
