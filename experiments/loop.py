@@ -228,6 +228,15 @@ def write_summary(cfg: Any, params: Any, result: dict[str, Any],
   return {**summary, "params": result["params"]}
 
 
+def final_line(cfg: Any, summary: dict[str, Any], keys: tuple[str, ...]) -> str:
+  """One line for the end of a run: the optimizer, the last step, `keys` of
+  the last record (nan where missing), wall and compile time."""
+  final = summary["final"]
+  metrics = "".join(f" {k} {final.get(k, float('nan')):.4f}" for k in keys)
+  return (f"{cfg.optimizer}: step {final.get('step')}{metrics} wall"
+          f" {summary['wall_s']:.1f}s (compile {summary['compile_s']:.1f}s)")
+
+
 def tree_size(tree: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 

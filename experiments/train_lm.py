@@ -175,11 +175,7 @@ def run(cfg: TrainLMConfig) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   cfg = common.parse_config(TrainLMConfig, __doc__.split("\n\n")[0], argv)
   summary = run(cfg)
-  final = summary["final"]
-  print(f"{cfg.optimizer}: step {final.get('step')} train_loss"
-        f" {final.get('train_loss', float('nan')):.4f} val_loss"
-        f" {final.get('val_loss', float('nan')):.4f} wall"
-        f" {summary['wall_s']:.1f}s (compile {summary['compile_s']:.1f}s)")
+  print(loop.final_line(cfg, summary, ("train_loss", "val_loss")))
   return summary
 
 

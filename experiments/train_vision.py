@@ -181,12 +181,7 @@ def run(cfg: TrainVisionConfig,
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   cfg = common.parse_config(TrainVisionConfig, __doc__.split("\n\n")[0], argv)
   summary = run(cfg)
-  final = summary["final"]
-  print(f"{cfg.optimizer}: step {final.get('step')} train_loss"
-        f" {final.get('train_loss', float('nan')):.4f} test_loss"
-        f" {final.get('test_loss', float('nan')):.4f} test_acc"
-        f" {final.get('test_acc', float('nan')):.4f} wall"
-        f" {summary['wall_s']:.1f}s (compile {summary['compile_s']:.1f}s)")
+  print(loop.final_line(cfg, summary, ("train_loss", "test_loss", "test_acc")))
   return summary
 
 
