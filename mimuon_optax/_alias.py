@@ -10,8 +10,8 @@ import optax
 from optax.contrib import MuonDimensionNumbers
 
 from mimuon_optax import _distributed
-from mimuon_optax import _gap
 from mimuon_optax import _matrix
+from mimuon_optax._mix import DEFAULT_TAU
 from mimuon_optax._mix import mimuon_mix
 from mimuon_optax._momentum import momentum
 from mimuon_optax._newton_schulz import scale_by_newton_schulz
@@ -213,7 +213,7 @@ def muon(
 
 def mimuon(
     learning_rate: optax.ScalarOrSchedule,
-    tau: chex.Numeric = 1e-4,
+    tau: chex.Numeric = DEFAULT_TAU,
     beta: chex.Numeric = 0.95,
     ns_coeffs: Union[str, chex.Array] = 'polar_express',
     ns_steps: int = 5,
@@ -227,10 +227,10 @@ def mimuon(
     adam_eps: chex.Numeric = 1e-8,
     adam_weight_decay: chex.Numeric = 0.0,
     *,
-    tau_mode: str = 'relative',
+    tau_mode: str = 'spacing',
     sgd_scale: str = 'none',
-    rank_tol: float = _gap.RANK_TOL,
-    dup_tol: float = _gap.DUP_TOL,
+    rank_tol: Optional[float] = None,
+    precision: str = 'auto',
     nesterov: bool = True,
     mu_dtype: Optional[chex.ArrayDType] = None,
     lr_scaling: str = 'original',
@@ -243,16 +243,18 @@ def mimuon(
   r"""MiMuon (Mixed Muon): Muon where the spectrum is separated, SGD elsewhere.
 
   Per matrix, with momentum :math:`M_t` and :math:`\kappa_t` the minimum gap
-  between its distinct nonzero singular values (:func:`spectral_gap`):
+  between its nonzero singular values (:func:`spectral_gap`), and
+  :math:`g_t` the statistic of ``tau_mode`` (:math:`\kappa_t` itself with
+  ``"absolute"``; by default the size-free :math:`\rho_t`):
 
   .. math::
-    D_t = \begin{cases} U_t V_t^\top & \kappa_t \ge \tau \\
+    D_t = \begin{cases} U_t V_t^\top & g_t \ge \tau \\
                         \gamma M_t & \text{otherwise} \end{cases}, \qquad
     W_{t+1} = (1 - \eta_t \lambda) W_t - \eta_t \, c(W) \, D_t.
 
   ``tau=0`` is :func:`muon` exactly; ``tau=inf`` is momentum SGD with
   decoupled weight decay. See :func:`mimuon_mix` for ``tau_mode``,
-  ``gap_every``, ``sgd_scale``, ``rank_tol``, ``dup_tol`` and the per-matrix
+  ``gap_every``, ``sgd_scale``, ``rank_tol``, ``precision`` and the per-matrix
   diagnostics (:func:`mix_diagnostics`); every other argument (``mesh``
   and ``mesh_axes`` included) is as in :func:`muon`. ``learning_rate``,
   ``tau``, ``weight_decay``, ``beta`` and ``gap_every`` can be injected with
@@ -265,12 +267,12 @@ def mimuon(
     >>> import jax.numpy as jnp, optax
     >>> import mimuon_optax
     >>> params = {'w': jnp.ones((4, 3)), 'b': jnp.zeros(3)}
-    >>> tx = mimuon_optax.mimuon(learning_rate=0.02, tau=1e-3)
+    >>> tx = mimuon_optax.mimuon(learning_rate=0.02)
     >>> state = tx.init(params)
     >>> grads = {'w': jnp.eye(4, 3), 'b': jnp.ones(3)}
     >>> updates, state = tx.update(grads, state, params)
-    >>> mimuon_optax.mix_diagnostics(state).orthogonalized['w']  # equal s_i
-    Array(True, dtype=bool)
+    >>> mimuon_optax.mix_diagnostics(state).orthogonalized['w']  # s = 1, 1, 1
+    Array(False, dtype=bool)
 
   References:
     Huang, Luo, Chen, `Mixed Muon: cautious orthogonalization
@@ -285,7 +287,7 @@ def mimuon(
               batch_same_shapes=batch_same_shapes,
               mesh=mesh, mesh_axes=mesh_axes),
           tau, tau_mode=tau_mode, gap_every=gap_every, sgd_scale=sgd_scale,
-          rank_tol=rank_tol, dup_tol=dup_tol,
+          rank_tol=rank_tol, precision=precision,
           weight_dimension_numbers=weight_dimension_numbers,
           mesh=mesh, mesh_axes=mesh_axes),
   )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import chex
@@ -13,34 +14,39 @@ from mimuon_optax import _distributed
 from mimuon_optax import _gap
 from mimuon_optax import _matrix
 
-TAU_MODES = ('relative', 'absolute')
+TAU_MODES = ('spacing', 'relative', 'absolute')
 SGD_SCALES = ('none', 'rms_match')
+# Default threshold of tau_mode="spacing"; see the mimuon_mix docstring.
+DEFAULT_TAU = 0.3
 
 
 class MiMuonMixState(NamedTuple):
   """State of :func:`mimuon_mix`; per-matrix fields are the diagnostics.
 
   Per-matrix fields hold, for every matrix leaf, an array of the leaf's batch
-  shape (``()`` for a plain 2-D kernel, ``(L,)`` for a layer stack).
+  shape (``()`` for a plain 2-D kernel, ``(L,)`` for a layer stack), from the
+  last measurement (see :class:`GapStats`).
   """
 
   count: jax.Array  # shape=(), int32; update calls so far.
   orthogonalized: optax.Updates  # per matrix, bool; last decision.
-  min_gap: optax.Updates  # per matrix, f32; last measured min gap (abs).
-  rel_gap: optax.Updates  # per matrix, f32; min_gap / s_max.
+  min_gap: optax.Updates  # per matrix, f32; kappa (absolute).
+  rel_gap: optax.Updates  # per matrix, f32; kappa / s_max.
+  rho: optax.Updates  # per matrix, f32; kappa * sqrt(r) / median gap.
+  tau_floor: optax.Updates  # per matrix, f32; resolution in tau's units.
   orth_count: optax.Updates  # per matrix, int32; steps orthogonalized.
   inner_state: optax.OptState  # the orthogonalizer's state.
 
 
 def mimuon_mix(
     orthogonalizer: optax.GradientTransformation,
-    tau: chex.Numeric = 1e-4,
+    tau: chex.Numeric = DEFAULT_TAU,
     *,
-    tau_mode: str = 'relative',
+    tau_mode: str = 'spacing',
     gap_every: int = 1,
     sgd_scale: str = 'none',
-    rank_tol: float = _gap.RANK_TOL,
-    dup_tol: float = _gap.DUP_TOL,
+    rank_tol: float | None = None,
+    precision: str = 'auto',
     weight_dimension_numbers: _matrix.WeightDimNums = None,
     mesh: jax.sharding.Mesh | None = None,
     mesh_axes: _distributed.MeshAxes = None,
@@ -48,43 +54,58 @@ def mimuon_mix(
   r"""MiMuon's gate: orthogonalize a matrix only if its spectrum is separated.
 
   For each matrix :math:`M` (the incoming updates, usually the momentum) with
-  singular-value min gap :math:`\kappa` (see :func:`spectral_gap`):
+  :math:`\kappa` the minimum gap between its nonzero singular values (see
+  :func:`spectral_gap`):
 
   .. math::
     \text{out} = \begin{cases}
-      \mathrm{orthogonalizer}(M) \approx U V^\top
-        & \kappa \ge \tau \quad (\kappa / s_{\max} \ge \tau
-          \text{ if relative}) \\
+      \mathrm{orthogonalizer}(M) \approx U V^\top & g(M) \ge \tau \\
       \gamma M & \text{otherwise,}
     \end{cases}
 
-  with :math:`\gamma = 1` (``sgd_scale="none"``, the paper) or
-  :math:`\gamma = \sqrt{\min(m, n)} / \|M\|_F` (``"rms_match"``: the SGD step
-  has the Frobenius norm of an orthogonal factor of the same shape).
+  where the statistic :math:`g` is set by ``tau_mode``:
+
+  - ``"absolute"``: :math:`g = \kappa`, the paper's rule exactly;
+  - ``"relative"``: :math:`g = \kappa / s_{\max}` (scale-free, but its
+    typical value falls like :math:`k^{-1.5}` with the matrix width k);
+  - ``"spacing"`` (default): :math:`g = \rho = \kappa \sqrt{r} /
+    \mathrm{median\ gap}`, scale-free and size-free: one tau serves a
+    64-wide and a 1024-wide matrix (``experiments/gate_scaling``).
+
+  :math:`\gamma = 1` (``sgd_scale="none"``, the paper) or
+  :math:`\gamma = \sqrt{\min(m, n)} / \|M\|_F` (``"rms_match"``: the SGD
+  step has the Frobenius norm of an orthogonal factor of the same shape).
   ``tau=0`` always orthogonalizes (Muon); ``tau=inf`` never does (SGD).
-  Slices along batch axes (layer stacks, conv taps) decide independently.
+  Decisions are monotone in the gap. An exact (or unresolvable) repeated
+  singular value gives :math:`\kappa = 0`, hence an SGD step for any
+  ``tau > 0``. Slices along batch axes (layer stacks, conv taps) decide
+  independently.
 
   The orthogonalizer sees the whole tree every step (both branches are
   computed and selected, which keeps the step jittable and batched). The
-  spectra of all matrices come from one batched ``eigvalsh`` of their
-  zero-padded Gram matrices (:func:`spectral_gaps`).
+  spectra of all matrices come from one batched values-only eigensolve of
+  their float64 Gram matrices (:func:`spectral_gaps`; float32 SVD on TPU).
 
   Args:
     orthogonalizer: e.g. :func:`scale_by_newton_schulz`.
-    tau: gate threshold; injectable with ``optax.inject_hyperparams``. The
-      default 1e-4 (relative) comes from ``experiments/spectra``: real
-      momenta of a tiny Qwen3 have median relative gaps of 2-4e-4, so 1e-3
-      sent 100% of them to SGD (and lost to Muon), while 1e-4 orthogonalizes
-      ~97%. Relative gaps shrink with matrix size (~k^-1.5 for Gaussian
-      k x 3k), so at 1024-wide matrices 1e-4 rejects most steps: tune it.
-    tau_mode: ``"relative"`` compares :math:`\kappa / s_{\max}` with tau,
-      ``"absolute"`` compares :math:`\kappa` itself.
+    tau: gate threshold in the units of ``tau_mode``; injectable with
+      ``optax.inject_hyperparams``. The default 0.3 (``"spacing"``) comes
+      from the momenta of Qwen3 trainings at two widths
+      (``experiments/spectra``, findings.md there).
+    tau_mode: ``"spacing"``, ``"relative"`` or ``"absolute"``, see above.
     gap_every: recompute the spectrum every ``gap_every`` steps (on steps
-      0, k, 2k, ...) and reuse the last measured gap in between; the decision
-      is re-taken every step against the current tau. 1 is the paper.
+      0, k, 2k, ...) and reuse the last measured statistics in between; the
+      decision is re-taken every step against the current tau. 1 is the
+      paper.
     sgd_scale: ``"none"`` or ``"rms_match"``, see above.
-    rank_tol: singular values at or below ``rank_tol * s_max`` count as zero.
-    dup_tol: see :func:`spectral_gap`.
+    rank_tol: singular values at or below ``rank_tol * s_max`` count as zero;
+      None: ``max(m, n) * eps(float32)`` (numpy's ``matrix_rank`` default).
+    precision: how the spectrum is computed: ``"auto"`` (float32 SVD on TPU,
+      float64 Gram elsewhere), ``"float64"`` or ``"float32"``; see
+      :func:`spectral_gap` for the resolution of each. The state's
+      ``tau_floor`` is that resolution in tau's units: a tau at or below it
+      cannot be honoured (gaps under the resolution count as 0). In
+      ``"relative"`` mode a constant tau below it warns at trace time.
     weight_dimension_numbers: as in :func:`scale_by_newton_schulz`.
     mesh: spread the gap test's whole matrices over this mesh (see
       :func:`spectral_gaps`); give the orthogonalizer the same ``mesh``.
@@ -98,8 +119,8 @@ def mimuon_mix(
     >>> import jax.numpy as jnp
     >>> import mimuon_optax
     >>> tx = mimuon_optax.mimuon_mix(
-    ...     mimuon_optax.scale_by_newton_schulz(), tau=0.5)
-    >>> m = jnp.diag(jnp.array([3.0, 2.9, 1.0]))  # rel gap 0.1/3 < 0.5
+    ...     mimuon_optax.scale_by_newton_schulz(), tau=0.1, tau_mode="absolute")
+    >>> m = jnp.diag(jnp.array([3.0, 2.95, 1.0]))  # kappa = 0.05 < 0.1
     >>> out, state = tx.update(m, tx.init(m))
     >>> bool(state.orthogonalized), bool((out == m).all())
     (False, True)
@@ -109,6 +130,7 @@ def mimuon_mix(
   if sgd_scale not in SGD_SCALES:
     raise ValueError(f'sgd_scale must be one of {SGD_SCALES}, got'
                      f' {sgd_scale!r}')
+  _gap.resolve_precision(precision)  # Fail early on a bad name.
   if mesh is not None:
     _distributed.check_mesh(mesh, mesh_axes)  # Fail early.
 
@@ -120,35 +142,43 @@ def mimuon_mix(
         orthogonalized=per_matrix(jnp.bool_),
         min_gap=per_matrix(jnp.float32, jnp.inf),
         rel_gap=per_matrix(jnp.float32, jnp.inf),
+        rho=per_matrix(jnp.float32, jnp.inf),
+        tau_floor=per_matrix(jnp.float32),
         orth_count=per_matrix(jnp.int32),
         inner_state=orthogonalizer.init(params),
     )
 
+  def measure(views, updates):
+    """(min_gap, rel_gap, rho, tau_floor) trees, one value per matrix."""
+    stats = _matrix.map_stacks(
+        lambda stacks: _gap.spectral_gaps(
+            stacks, rank_tol=rank_tol, precision=precision, mesh=mesh,
+            mesh_axes=mesh_axes), views, updates)
+    pick = lambda fn: _matrix.map_matrices(
+        lambda view, st: view.per_matrix(fn(st)), views, stats)
+    return (pick(lambda st: st.min_gap), pick(lambda st: st.rel_gap),
+            pick(lambda st: st.rho), pick(_tau_floor(tau_mode)))
+
   def update_fn(updates, state, params=None):
     views = _matrix.matrix_views(updates, weight_dimension_numbers)
+    if tau_mode == 'relative':
+      _warn_below_resolution(tau, views, precision)
     if mesh is not None:
       updates = _distributed.like_params(views, updates, params)
     orth, inner_state = orthogonalizer.update(
         updates, state.inner_state, params)
 
-    def remeasure():
-      stats = _matrix.map_stacks(
-          lambda stacks: _gap.spectral_gaps(
-              stacks, rank_tol=rank_tol, dup_tol=dup_tol, mesh=mesh,
-              mesh_axes=mesh_axes), views, updates)
-      pick = lambda field: _matrix.map_matrices(
-          lambda view, st: view.per_matrix(getattr(st, field)), views, stats)
-      return pick('min_gap'), pick('rel_gap')
-
     if isinstance(gap_every, int) and gap_every == 1:
-      min_gap, rel_gap = remeasure()
+      measured = measure(views, updates)
     else:
-      min_gap, rel_gap = jax.lax.cond(
-          state.count % gap_every == 0, remeasure,
-          lambda: (state.min_gap, state.rel_gap))
-    metric = rel_gap if tau_mode == 'relative' else min_gap
-    decide = lambda view, g: g >= tau
-    orthogonalized = _matrix.map_matrices(decide, views, metric)
+      measured = jax.lax.cond(
+          state.count % gap_every == 0, lambda: measure(views, updates),
+          lambda: (state.min_gap, state.rel_gap, state.rho, state.tau_floor))
+    min_gap, rel_gap, rho, tau_floor = measured
+    metric = {'absolute': min_gap, 'relative': rel_gap, 'spacing': rho}[
+        tau_mode]
+    orthogonalized = _matrix.map_matrices(
+        lambda view, g: g >= tau, views, metric)
 
     def select(view, u, o, ortho):
       u_BxMxN = view.to_matrices(u)
@@ -173,11 +203,46 @@ def mimuon_mix(
         orthogonalized=orthogonalized,
         min_gap=min_gap,
         rel_gap=rel_gap,
+        rho=rho,
+        tau_floor=tau_floor,
         orth_count=orth_count,
         inner_state=inner_state,
     )
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _tau_floor(tau_mode: str):
+  """GapStats -> its resolution in the units of ``tau_mode``'s statistic."""
+  def floor(st: _gap.GapStats) -> jax.Array:
+    if tau_mode == 'absolute':
+      return st.resolution
+    if tau_mode == 'relative':
+      return st.resolution / jnp.where(st.s_max > 0, st.s_max, 1.0)
+    sqrt_r = jnp.sqrt(st.rank.astype(jnp.float32))
+    return jnp.where(jnp.isfinite(st.median_gap) & (st.median_gap > 0),
+                     st.resolution * sqrt_r / st.median_gap, 0.0)
+  return floor
+
+
+def _warn_below_resolution(tau, views, precision: str) -> None:
+  """One warning at trace time when a constant relative tau is unresolvable."""
+  try:
+    tau = float(tau)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    return  # A traced (injected) or scheduled tau: see the tau_floor field.
+  ks = [min(v.fan_in, v.fan_out) for v in jax.tree.leaves(
+      views, is_leaf=lambda x: isinstance(x, _matrix.MatrixView))]
+  if not ks or not 0 < tau:
+    return
+  precision = _gap.resolve_precision(precision)
+  floor = max(_gap.resolution_factor(precision, k) for k in ks)
+  if tau <= floor:
+    warnings.warn(
+        f'mimuon_mix: tau={tau:g} (relative) is at or below the gap'
+        f' resolution {floor:.2g} * s_max of precision={precision!r}; gaps'
+        ' below the resolution count as 0 (SGD step). See'
+        ' MiMuonMixState.tau_floor.', stacklevel=3)
 
 
 def mix_diagnostics(opt_state: Any) -> MiMuonMixState:
