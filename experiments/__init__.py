@@ -9,6 +9,7 @@ Each module is a script (`python -m experiments.<name> --help`, or
   train_vision  small CNN (or MLP) on Fashion-MNIST / digits
   gen_gap       generalization gap vs training-set size, several seeds
   spectra       singular-value spectra and min gaps of real momenta
+  gate_scaling  which gap statistic is size-free (random matrices, k=16..1024)
   compare       the three optimizers on one task -> markdown table + plot
 
 Importing this package sets OPENBLAS_NUM_THREADS=1 unless it is already set.

@@ -31,9 +31,9 @@ OPTIMIZERS = ("adamw", "muon", "mimuon")
 # rates"); `lr` is the matrix learning rate for Muon/MiMuon and `adam_lr`
 # the AdamW learning rate of their non-matrix leaves (embeddings, norms,
 # biases, heads), which is AdamW's own tuned rate.
-# MiMuon uses Muon's rates: at the default tau=1e-4 it orthogonalizes 97-99%
-# of steps (results/spectra/ablation.md). The sweeps at the earlier tau=1e-3,
-# where MiMuon was almost pure momentum SGD, found 0.03 (lm) and 0.1 (vision).
+# MiMuon uses Muon's rates (it is Muon wherever its gate opens). The sweeps
+# at the superseded merged-gap tau=1e-3, where MiMuon was almost pure
+# momentum SGD, found 0.03 (lm) and 0.1 (vision).
 DEFAULT_LRS = {
     "lm": {"adamw": (3e-3, None), "muon": (0.01, 3e-3),
            "mimuon": (0.01, 3e-3)},
@@ -123,9 +123,12 @@ class OptimizerConfig:
       0.0, "decoupled weight decay (matrices for muon/mimuon, every leaf for"
       " adamw)")
   warmup_steps: int = field(20, "linear warmup steps before the cosine decay")
-  tau: float = field(1e-4, "MiMuon gate threshold (library default)")
+  tau: float = field(mimuon_optax.DEFAULT_TAU,
+                     "MiMuon gate threshold (library default)")
   tau_mode: str = field(
-      "relative", "MiMuon gate: relative (gap / s_max >= tau) or absolute")
+      "spacing", "MiMuon gate statistic: spacing (rho = kappa sqrt(r) /"
+      " median gap, the library default), relative (kappa / s_max) or"
+      " absolute (kappa)")
   sgd_scale: str = field(
       "none", "MiMuon SGD-branch scale: none (paper) or rms_match")
   gap_every: int = field(1, "MiMuon: re-measure the spectrum every k steps")
@@ -224,14 +227,15 @@ def mix_summary(opt_state: Any, previous_counts: dict[str, np.ndarray] | None,
   """MiMuon diagnostics for a log record, and the counts to pass next time.
 
   `orth_frac[name]` is the fraction of the last `steps_since` steps in which
-  the matrix was orthogonalized (from `orth_count` differences); `rel_gap`
-  and `min_gap` are the last measured gaps. Layer stacks are expanded to
+  the matrix was orthogonalized (from `orth_count` differences); `rel_gap`,
+  `min_gap` and `rho` are the last measured gap statistics. Layer stacks are expanded to
   `name[i]`.
   """
   diag = mimuon_optax.mix_diagnostics(opt_state)
   counts = flat_per_matrix(diag.orth_count)
-  record = {"orth_frac": {}, "rel_gap": {}, "min_gap": {}}
+  record = {"orth_frac": {}, "rel_gap": {}, "min_gap": {}, "rho": {}}
   rel, absolute = flat_per_matrix(diag.rel_gap), flat_per_matrix(diag.min_gap)
+  rho = flat_per_matrix(diag.rho)
   for name, count in counts.items():
     before = (previous_counts or {}).get(name, np.zeros_like(count))
     frac = (count - before) / max(steps_since, 1)
@@ -239,6 +243,7 @@ def mix_summary(opt_state: Any, previous_counts: dict[str, np.ndarray] | None,
       record["orth_frac"][name + suffix] = float(frac.reshape(-1)[i])
       record["rel_gap"][name + suffix] = float(rel[name].reshape(-1)[i])
       record["min_gap"][name + suffix] = float(absolute[name].reshape(-1)[i])
+      record["rho"][name + suffix] = float(rho[name].reshape(-1)[i])
   values = list(record["orth_frac"].values())
   record["orth_frac_mean"] = float(np.mean(values)) if values else 1.0
   return record, counts

@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # `python experiments/compare.py`
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
   import experiments  # noqa: F401  (sets OPENBLAS_NUM_THREADS first)
 
+import mimuon_optax
 from experiments import common
 from experiments import data_images
 from experiments import train_lm
@@ -69,8 +70,9 @@ class CompareConfig:
   dataset: str = field("fashion", "vision: fashion or digits")
   model: str = field("cnn", "vision: cnn or mlp")
   # MiMuon
-  tau: float = field(1e-4, "MiMuon gate threshold (library default)")
-  tau_mode: str = field("relative", "MiMuon: relative or absolute")
+  tau: float = field(mimuon_optax.DEFAULT_TAU,
+                     "MiMuon gate threshold (library default)")
+  tau_mode: str = field("spacing", "MiMuon: spacing, relative or absolute")
   sgd_scale: str = field("none", "MiMuon: none or rms_match")
   # sweep
   sweep: bool = field(False, "run the learning-rate sweep instead")

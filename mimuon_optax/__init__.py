@@ -12,6 +12,7 @@ from mimuon_optax._gap import singular_values
 from mimuon_optax._gap import spectral_gap
 from mimuon_optax._gap import spectral_gaps
 from mimuon_optax._matrix import resolve_dimension_numbers
+from mimuon_optax._mix import DEFAULT_TAU
 from mimuon_optax._mix import MiMuonMixState
 from mimuon_optax._mix import mimuon_mix
 from mimuon_optax._mix import mix_diagnostics
@@ -25,6 +26,7 @@ from mimuon_optax._newton_schulz import scale_by_newton_schulz
 __version__ = "0.1.0"
 
 __all__ = (
+    "DEFAULT_TAU",
     "GapStats",
     "MiMuonMixState",
     "MomentumState",

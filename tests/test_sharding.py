@@ -23,11 +23,12 @@ NUM_DEVICES = 8
 DEVICE_FLAG = f'--xla_force_host_platform_device_count={NUM_DEVICES}'
 
 
-def _run_case(*args: str) -> dict:
+def _run_case(*args: str, timeout: float = 900) -> dict:
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {DEVICE_FLAG}")
   proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args],
-                        env=env, capture_output=True, text=True, timeout=900)
+                        env=env, capture_output=True, text=True,
+                        timeout=timeout)
   noise = re.compile(r'Involuntary full rematerialization')
   stderr = '\n'.join(l for l in proc.stderr.splitlines() if not noise.search(l))
   assert proc.returncode == 0, f'{proc.stdout[-3000:]}\n{stderr[-6000:]}'
@@ -36,11 +37,13 @@ def _run_case(*args: str) -> dict:
 
 @pytest.mark.parametrize('optimizer', ['muon', 'mimuon'])
 def test_sharded_steps_match_unsharded(optimizer):
-  result = _run_case('step_matches', optimizer)
+  # A hang (jaxlib's CPU LAPACK kernels against GSPMD collectives, see
+  # _gap._cpu_serial) fails here by timeout instead of blocking the suite.
+  result = _run_case('step_matches', optimizer, timeout=300)
   assert result['max_err_mesh'] < 1e-5
-  if optimizer == 'muon':
-    assert result['max_err_gspmd'] < 1e-5
-  else:
+  # Plain GSPMD (no mesh=) finishes (the subprocess has a timeout) and agrees.
+  assert result['max_err_gspmd'] < 1e-5
+  if optimizer == 'mimuon':
     assert 0 < result['orth_fraction'] < 1  # both branches were taken
 
 
@@ -215,8 +218,7 @@ def case_step_matches(optimizer: str) -> dict:
             shapes.items()} for _ in range(5)]
   dims = {n: d for n, (_, _, d) in shapes.items()}
   shardings = {n: NamedSharding(mesh, p) for n, (_, p, _) in shapes.items()}
-  make = {'muon': mo.muon, 'mimuon': lambda *a, **k: mo.mimuon(
-      *a, tau=2e-3, **k)}[optimizer]
+  make = {'muon': mo.muon, 'mimuon': mo.mimuon}[optimizer]  # default tau
   kwargs = dict(learning_rate=0.02, ns_dtype='float32', weight_decay=0.1,
                 weight_dimension_numbers=dims)
 
@@ -257,22 +259,22 @@ def case_step_matches(optimizer: str) -> dict:
                                         sharded=True)
   result = {'max_err_mesh': max(_max_err(ref_p, mesh_p),
                                 _max_err(ref_state, mesh_state))}
-  if optimizer == 'muon':
-    # Plain GSPMD on the same shardings (no mesh=): correct, just slower.
-    gspmd_p, gspmd_state, _ = train(make(**kwargs), sharded=True)
-    result['max_err_gspmd'] = max(_max_err(ref_p, gspmd_p),
-                                  _max_err(ref_state, gspmd_state))
-  else:
-    # jaxlib's CPU eigvalsh can deadlock against collectives under plain
-    # GSPMD (see _gap.py), so only the mesh path runs mimuon here.
+  # Plain GSPMD on the same shardings (no mesh=): correct, just slower.
+  gspmd_p, gspmd_state, gspmd_diag = train(make(**kwargs), sharded=True)
+  result['max_err_gspmd'] = max(_max_err(ref_p, gspmd_p),
+                                _max_err(ref_state, gspmd_state))
+  if optimizer == 'mimuon':
     orth = []
-    for ref, got in zip(ref_diag, mesh_diag):
-      for r, m, gap in zip(jax.tree.leaves(ref.orthogonalized),
-                           jax.tree.leaves(got.orthogonalized),
-                           jax.tree.leaves(ref.rel_gap)):
+    from mimuon_optax._mix import DEFAULT_TAU as tau
+    for ref, got, gspmd in zip(ref_diag, mesh_diag, gspmd_diag):
+      for r, m, g, rho in zip(jax.tree.leaves(ref.orthogonalized),
+                              jax.tree.leaves(got.orthogonalized),
+                              jax.tree.leaves(gspmd.orthogonalized),
+                              jax.tree.leaves(ref.rho)):
         np.testing.assert_array_equal(r, m)
+        np.testing.assert_array_equal(r, g)
         # Decisions far enough from tau not to flip on float rounding.
-        assert np.all(np.abs(np.asarray(gap) / 2e-3 - 1) > 1e-3), gap
+        assert np.all(np.abs(np.asarray(rho) / tau - 1) > 1e-3), rho
         orth.extend(np.ravel(r).tolist())
     result['orth_fraction'] = float(np.mean(orth))
   return result
