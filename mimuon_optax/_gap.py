@@ -38,6 +38,7 @@ from mimuon_optax import _distributed
 
 PRECISIONS = ('auto', 'float64', 'float32')
 EPS32 = float(np.finfo(np.float32).eps)
+EPS64 = float(np.finfo(np.float64).eps)
 
 
 class GapStats(NamedTuple):
@@ -86,10 +87,28 @@ def _eigvals_only(gram_BxKxK: jax.Array) -> jax.Array:
 
 
 def resolution_factor(precision: str, k: int) -> float:
-  """Resolution of a gap, in units of s_max (see :func:`spectral_gap`)."""
+  """Numerical error bound of one gap, in units of s_max.
+
+  float64 Gram: eigenvalue error <= ~k eps64 s_max**2, i.e. an error in s of
+  k eps64 s_max**2 / (2 s), largest at the rank floor s = max(m, n) eps32
+  s_max >= k eps32 s_max; so 4 eps64 / eps32 (7e-9) bounds every gap. float32
+  SVD: 4 sqrt(k) eps32 (1.5e-5 at k = 1024; measured 3-5e-6).
+  """
   if precision == 'float64':
-    return 4 * EPS32  # float32 rounding of the entries, not float64 error.
+    return 4 * EPS64 / EPS32
   return 4 * math.sqrt(k) * EPS32
+
+
+def rounding_factor(m: int, n: int) -> float:
+  """Typical singular-value shift from rounding the entries to float32.
+
+  Rounding each entry by <= eps32 / 2 relative is a random-like matrix E
+  with ||E||_2 ~ (eps32 / 2) rms(x) (sqrt(m) + sqrt(n)); rms(x) =
+  ||X||_F / sqrt(mn). Returned in units of ||X||_F. It bounds how far
+  rounding moves one singular value (first order: u^T E v, ~sqrt(m n)
+  times smaller), so gaps below it may be rounding rather than spectrum.
+  """
+  return 0.5 * EPS32 * (math.sqrt(m) + math.sqrt(n)) / math.sqrt(m * n)
 
 
 def _stats(s_BxK, rank_floor_B, resolution_B) -> GapStats:
@@ -146,6 +165,8 @@ def _padded_stats(stacks, rank_tol, precision, eigvals_only) -> list[GapStats]:
       [np.full(x.shape[0], f(x), np.float64) for x in stacks])
   rank_rel = per_matrix(lambda x: _rank_tol(rank_tol, x.shape))
   res_rel = per_matrix(lambda x: resolution_factor(precision, min(x.shape[-2:])))
+  round_rel = per_matrix(lambda x: rounding_factor(*x.shape[-2:]))
+  fro_B = jnp.concatenate([jnp.linalg.norm(w, axis=(-2, -1)) for w in wide])
   k_max = max(w.shape[-2] for w in wide)
   if precision == 'float32':
     n_max = max(w.shape[-1] for w in wide)
@@ -153,9 +174,10 @@ def _padded_stats(stacks, rank_tol, precision, eigvals_only) -> list[GapStats]:
         jnp.pad(w, ((0, 0), (0, k_max - w.shape[-2]),
                     (0, n_max - w.shape[-1]))) for w in wide])
     s_BxK = jnp.sort(jnp.linalg.svd(padded, compute_uv=False), axis=-1)
-    rank_rel, res_rel = (jnp.asarray(v, jnp.float32) for v in (rank_rel, res_rel))
-    stats = _float32(
-        _stats(s_BxK, rank_rel * s_BxK[:, -1], res_rel * s_BxK[:, -1]))
+    rank_rel, res_rel, round_rel = (jnp.asarray(v, jnp.float32) for v in (
+        rank_rel, res_rel, round_rel))
+    resolution_B = jnp.maximum(res_rel * s_BxK[:, -1], round_rel * fro_B)
+    stats = _float32(_stats(s_BxK, rank_rel * s_BxK[:, -1], resolution_B))
   else:
     with jax.enable_x64(True):
       grams = []
@@ -166,8 +188,9 @@ def _padded_stats(stacks, rank_tol, precision, eigvals_only) -> list[GapStats]:
         grams.append(jnp.pad(g, ((0, 0), (0, k_max - k), (0, k_max - k))))
       eig_BxK = eigvals_only(jnp.concatenate(grams))
       s_BxK = jnp.sqrt(jnp.maximum(eig_BxK, 0.0))
-      stats = _float32(_stats(s_BxK, rank_rel * s_BxK[:, -1],
-                              res_rel * s_BxK[:, -1]))
+      resolution_B = jnp.maximum(res_rel * s_BxK[:, -1],
+                                 round_rel * fro_B.astype(jnp.float64))
+      stats = _float32(_stats(s_BxK, rank_rel * s_BxK[:, -1], resolution_B))
   # Undo the max-|x| scaling of the absolute quantities.
   scale_B = jnp.concatenate(scales)
   stats = stats._replace(min_gap=stats.min_gap * scale_B,
@@ -219,11 +242,14 @@ def spectral_gap(
     Nothing is merged: a repeated singular value gives :math:`\kappa = 0`;
   - a gap at or below the *resolution* counts as exactly 0, so an exact
     repeat gives :math:`\kappa = 0` and an SGD step for every ``tau > 0``.
-    The resolution is :math:`4\epsilon_{32} s_{\max}` (5e-7 s_max: how far
-    rounding the entries to float32 can move singular values) with
-    ``precision="float64"``, and :math:`4\sqrt{k}\,\epsilon_{32} s_{\max}`
-    (1.5e-5 s_max at k = 1024) with ``"float32"``, an upper bound on its
-    measured error;
+    The resolution is the larger of the method's error bound
+    (:func:`resolution_factor`: :math:`4\epsilon_{64}/\epsilon_{32}\,
+    s_{\max} \approx 7\cdot10^{-9} s_{\max}` with ``precision="float64"``,
+    :math:`4\sqrt{k}\,\epsilon_{32} s_{\max}`, 1.5e-5 s_max at k = 1024,
+    with ``"float32"``) and the norm of the error that rounding the entries
+    to float32 typically causes, :math:`\tfrac12\epsilon_{32}(\sqrt{m}+
+    \sqrt{n})\|X\|_F/\sqrt{mn}` (:func:`rounding_factor`; 1.5e-9 ||X||_F
+    at 1024 x 3072), below which a gap may be rounding rather than spectrum;
   - ``rel_gap`` :math:`= \kappa / s_{\max}`;
   - ``rho`` :math:`= \kappa \sqrt{r} / \mathrm{median}_i (s_{i+1} - s_i)`
     over the same nonzero pairs, with :math:`r` the number of nonzero

@@ -231,12 +231,14 @@ def _warn_below_resolution(tau, views, precision: str) -> None:
     tau = float(tau)
   except (TypeError, jax.errors.ConcretizationTypeError):
     return  # A traced (injected) or scheduled tau: see the tau_floor field.
-  ks = [min(v.fan_in, v.fan_out) for v in jax.tree.leaves(
+  shapes = [(v.fan_in, v.fan_out) for v in jax.tree.leaves(
       views, is_leaf=lambda x: isinstance(x, _matrix.MatrixView))]
-  if not ks or not 0 < tau:
+  if not shapes or not 0 < tau:
     return
   precision = _gap.resolve_precision(precision)
-  floor = max(_gap.resolution_factor(precision, k) for k in ks)
+  # A lower bound of tau_floor: ||X||_F >= s_max.
+  floor = max(max(_gap.resolution_factor(precision, min(m, n)),
+                  _gap.rounding_factor(m, n)) for m, n in shapes)
   if tau <= floor:
     warnings.warn(
         f'mimuon_mix: tau={tau:g} (relative) is at or below the gap'
