@@ -1,0 +1,89 @@
+"""benchmarks/accelerator_check.py runs on CPU and writes the promised schema."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / 'benchmarks' / 'accelerator_check.py'
+ITEM_NAMES = ['environment', 'ns_bands', 'mimuon_tau0', 'gate_decisions',
+              'qwen3_forward', 'step_time', 'flop_floor', 'spectrum_cost']
+BOOKKEEPING = {'status', 'wall_s', 'peak_bytes_in_use'}
+
+
+def run_check(out, budget_s):
+  env = dict(os.environ, OPENBLAS_NUM_THREADS='1', JAX_PLATFORMS='cpu')
+  proc = subprocess.run(
+      [sys.executable, str(SCRIPT), '--preset', 'small', '--budget-s',
+       str(budget_s), '--out', str(out)],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (json_path,) = out.glob('accelerator_check_*_small.json')
+  (md_path,) = out.glob('accelerator_check_*_small.md')
+  assert str(json_path) in proc.stdout and str(md_path) in proc.stdout
+  assert '| item | status | measurement | value |' in md_path.read_text()
+  return json.loads(json_path.read_text())
+
+
+def check_schema(report):
+  meta, items = report['meta'], report['items']
+  assert meta['preset'] == 'small' and meta['backend'] == 'cpu'
+  assert meta['items'] == ITEM_NAMES and list(items) == ITEM_NAMES
+  assert meta['complete']
+  for name, item in items.items():
+    assert item['status'] in ('ok', 'skipped', 'error'), name
+    assert isinstance(item['wall_s'], float), name
+    assert 'peak_bytes_in_use' in item, name
+    if item['status'] == 'ok':
+      assert set(item) - BOOKKEEPING, f'{name}: ok without measurements'
+    else:
+      assert isinstance(item['reason'], str) and item['reason'].strip(), name
+
+
+@pytest.fixture(scope='module')
+def small_report(tmp_path_factory):
+  return run_check(tmp_path_factory.mktemp('accelerator'), 60)
+
+
+def test_small_preset_writes_the_schema(small_report):
+  check_schema(small_report)
+  items = small_report['items']
+  assert items['environment']['status'] == 'ok'
+  assert items['environment']['versions']['jax']
+  measured = [n for n in ITEM_NAMES[1:] if items[n]['status'] == 'ok']
+  assert measured, {n: items[n].get('reason') for n in ITEM_NAMES}
+
+
+def test_small_preset_measurements_are_sane(small_report):
+  """What did run on CPU gives the CPU answers (skipped items are allowed)."""
+  items = small_report['items']
+  if items['mimuon_tau0']['status'] == 'ok':
+    assert items['mimuon_tau0']['max_abs_diff'] == 0.0
+  if items['ns_bands']['status'] == 'ok':
+    assert items['ns_bands']['float32_within_3e-3']
+  if items['gate_decisions']['status'] == 'ok':
+    agree, total = items['gate_decisions']['agree'], items['gate_decisions']['total']
+    assert all(agree[k] == total[k] for k in total)
+  if items['qwen3_forward']['status'] == 'ok':
+    assert items['qwen3_forward']['max_rel_err_highest'] < 1e-5
+  if items['step_time']['status'] == 'ok':
+    times = items['step_time']['ms']['float32']
+    assert all(t > 0 for t in times.values())
+  if items['spectrum_cost']['status'] == 'ok':
+    jacobi = items['spectrum_cost']['impl']['eigh jacobi float32']
+    assert jacobi['status'] in ('skipped', 'ok')  # No Jacobi eigh on CPU.
+    assert jacobi['reason'] if jacobi['status'] == 'skipped' else True
+
+
+def test_zero_budget_skips_every_measurement(tmp_path):
+  report = run_check(tmp_path, 0)
+  check_schema(report)
+  items = report['items']
+  assert items['environment']['status'] == 'ok'
+  for name in ITEM_NAMES[1:]:
+    assert items[name]['status'] == 'skipped', name
+    assert items[name]['reason'].startswith('budget'), name
