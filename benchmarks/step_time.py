@@ -127,8 +127,9 @@ def main():
       'optax.contrib.muon': optax.contrib.muon(lr),
       'muon (ours)': mo.muon(**ours),
       'muon (ours, per-leaf NS)': mo.muon(**ours, batch_same_shapes=False),
-      'mimuon (ours, gap_every=1)': mo.mimuon(**ours),
-      'mimuon (ours, gap_every=10)': mo.mimuon(**ours, gap_every=10),
+      'mimuon (ours, defaults: gap_every=1)': mo.mimuon(**ours),
+      'mimuon (ours, gap_every=2)': mo.mimuon(**ours, gap_every=2),
+      'mimuon (ours, gap_every=4)': mo.mimuon(**ours, gap_every=4),
   }
   flops = ns_flops(params, args.ns_steps)
   n_params = sum(x.size for x in params.values())

@@ -222,6 +222,15 @@ def flat_per_matrix(tree: Any) -> dict[str, np.ndarray]:
   return out
 
 
+def per_matrix_values(tree: Any) -> dict[str, float]:
+  """A per-matrix tree (diagnostics) -> {name or name[i]: value}."""
+  out = {}
+  for name, value in flat_per_matrix(tree).items():
+    for i, suffix in enumerate(_suffixes(value.shape)):
+      out[name + suffix] = value.reshape(-1)[i].item()
+  return out
+
+
 def mix_summary(opt_state: Any, previous_counts: dict[str, np.ndarray] | None,
                 steps_since: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """MiMuon diagnostics for a log record, and the counts to pass next time.

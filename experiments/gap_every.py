@@ -1,17 +1,22 @@
 """How often does MiMuon's amortized gate (`gap_every=k`) decide differently?
 
-  python -m experiments.gap_every          # tiny Qwen3, 300 steps, ~10 min CPU
+  python -m experiments.gap_every          # tiny Qwen3, 300 steps -> runs/gap_every
+  python -m experiments.gap_every --out experiments/results/gap_every
 
-`mimuon(gap_every=k)` measures the spectra on steps 0, k, 2k, ... and between
-measurements re-takes each matrix's decision from the last measured gap. For
-every tau in `--taus` this trains the tiny Qwen3 LM twice from the same init
-on the same batches:
+`mimuon(gap_every=k)` re-measures each matrix every k steps, staggered:
+matrix j (of its group of equal-shape matrices) on the steps t with
+t % k == phase[j] (`mimuon_optax._matrix.stagger_phases`), so each step
+measures ~1/k of them; in between, each decision is re-taken from the
+matrix's last statistics. For every tau in `--taus` this trains the tiny
+Qwen3 LM twice from the same init on the same batches:
 
 1. the exact gate (`gap_every=1`), logging every step, which gives each
    matrix's decision d[t] at every step t. On this trajectory the amortized
-   gate would have decided d[k * (t // k)], so the fraction of (step, matrix)
-   pairs where d[t] != d[k * (t // k)] is its disagreement, for every k in
-   `--ks`; the step-to-step flip rate of d is shown beside it;
+   gate would have decided d[t_j], t_j the last step <= t of matrix j's
+   phase (before its first turn: the initial +inf gap, a Muon step), so the
+   fraction of (step, matrix) pairs where the two differ is its
+   disagreement, for every k in `--ks`; the step-to-step flip rate of d is
+   shown beside it;
 2. the amortized gate (`gap_every=--k-train`) for real, for its own
    trajectory's val loss, orthogonalized fraction and step time.
 
@@ -31,21 +36,25 @@ if __package__ in (None, ""):  # `python experiments/gap_every.py`
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
   import experiments  # noqa: F401  (sets OPENBLAS_NUM_THREADS first)
 
+import jax
 import numpy as np
+import optax
 
+import mimuon_optax
 from experiments import common
 from experiments import train_lm
 from experiments.common import field
+from mimuon_optax import _matrix
 
 
 @dataclasses.dataclass(frozen=True)
 class GapEveryConfig:
   """Configuration of `gap_every` (every field is a `--flag`)."""
 
-  out: str = field("experiments/results/gap_every", "output directory")
+  out: str = field("runs/gap_every", "output directory")
   taus: tuple[float, ...] = field(
-      (1e-4, 3e-4), "MiMuon thresholds (relative): the default, and one"
-      " where more gates sit near tau")
+      (0.3, 0.5), "MiMuon thresholds (tau_mode='spacing'): the default, and"
+      " one where more gates sit near tau")
   ks: tuple[int, ...] = field((2, 5, 10, 20, 50), "amortization periods")
   k_train: int = field(10, "the gap_every of the real amortized run")
   steps: int = field(300, "training steps")
@@ -68,10 +77,32 @@ def decisions(records: list[dict]) -> tuple[np.ndarray, list[str]]:
   return d.astype(bool), names
 
 
-def disagreement(d: np.ndarray, k: int) -> float:
-  """Fraction of (t, matrix) with d[t] != d[k * (t // k)]."""
-  t = np.arange(d.shape[0])
-  return float(np.mean(d != d[k * (t // k)]))
+def disagreement(d: np.ndarray, k: int, phases: np.ndarray) -> float:
+  """Fraction of (t, matrix j) where the staggered gate differs from d.
+
+  Step t is 0-based; matrix j was last measured at t - (t - phases[j]) % k,
+  or never (its initial +inf gap: orthogonalized) before its first turn.
+  """
+  t = np.arange(d.shape[0])[:, None]
+  last = t - (t - phases[None, :]) % k
+  cols = np.broadcast_to(np.arange(d.shape[1]), last.shape)
+  held = np.where(last >= 0, d[np.maximum(last, 0), cols], True)
+  return float(np.mean(d != held))
+
+
+def phases_by_name(cfg: GapEveryConfig, names: list[str], k: int
+                   ) -> np.ndarray:
+  """stagger_phases of the model's matrices, in the order of `names`."""
+  parts = train_lm.build(train_lm.TrainLMConfig(
+      preset=cfg.model_preset, seed=cfg.seed, seq_len=cfg.seq_len,
+      batch_size=cfg.batch_size, cache_dir=cfg.cache_dir))
+  params, dims = parts["params"], parts["dims"]
+  labels = mimuon_optax.default_param_labels(params, dims)
+  matrices = jax.tree.map(lambda p, l: p if l == "muon" else optax.MaskedNode(),
+                          params, labels)
+  phases = _matrix.stagger_phases(matrices, dims, k)
+  flat = common.per_matrix_values(phases)
+  return np.array([flat[n] for n in names])
 
 
 def flip_rate(d: np.ndarray) -> float:
@@ -104,16 +135,18 @@ def run(cfg: GapEveryConfig) -> dict[str, Any]:
     amortized = _train(cfg, f"tau{tau:g}_every{cfg.k_train}", tau, cfg.k_train)
     d, names = decisions(exact)
     d_amortized, _ = decisions(amortized)
+    phases = {k: phases_by_name(cfg, names, k) for k in {*cfg.ks, cfg.k_train}}
     results[f"{tau:g}"] = {
         "matrices": len(names),
         "orth_frac_exact": float(d.mean()),
         "flip_rate": flip_rate(d),
-        "disagreement": {k: disagreement(d, k) for k in cfg.ks},
+        "disagreement": {k: disagreement(d, k, phases[k]) for k in cfg.ks},
         "val_loss_exact": exact[-1]["val_loss"],
         f"val_loss_every{cfg.k_train}": amortized[-1]["val_loss"],
         f"orth_frac_every{cfg.k_train}": float(d_amortized.mean()),
         # The amortized run holds each decision for k steps (tau is fixed).
-        "amortized_self_disagreement": disagreement(d_amortized, cfg.k_train),
+        "amortized_self_disagreement": disagreement(
+            d_amortized, cfg.k_train, phases[cfg.k_train]),
         "step_ms_exact": _step_ms(exact),
         f"step_ms_every{cfg.k_train}": _step_ms(amortized),
     }

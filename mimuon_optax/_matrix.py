@@ -212,6 +212,79 @@ def same_shape(i: int, x: jax.Array) -> Any:
   return x.shape[1:] + (x.dtype,)
 
 
+def _shape_groups(stacks: Sequence[jax.Array]) -> list[list[int]]:
+  """Indices of stacks with equal matrix shape and dtype, in order."""
+  groups: dict[Any, list[int]] = {}
+  for i, x in enumerate(stacks):
+    groups.setdefault(same_shape(i, x), []).append(i)
+  return list(groups.values())
+
+
+def run_staggered(fn: Callable[[list[jax.Array]], list[tuple]],
+                  stacks: Sequence[jax.Array], previous: Sequence[tuple],
+                  step: jax.Array, every: int) -> list[tuple]:
+  """``fn`` on the 1/``every`` of the matrices whose turn it is this step.
+
+  Stacks of equal shape and dtype are concatenated (in order) into groups;
+  matrix j of a group has its turn on the steps with ``step % every ==
+  j % every`` (:func:`stagger_phases`), so each matrix is measured every
+  ``every`` steps and each step measures ``ceil(B_g / every)`` matrices of
+  every group (zero padding fills the last turn). ``fn`` maps the list of
+  picked ``(n_g, M, N)`` stacks to one tuple of ``(n_g,)`` arrays per group;
+  ``previous`` holds one such tuple of ``(B_i,)`` arrays per input stack,
+  kept where it is not a matrix's turn. Returns one updated tuple per input
+  stack.
+  """
+  members = _shape_groups(stacks)
+  phase = step % every
+  sizes = [sum(stacks[i].shape[0] for i in m) for m in members]
+  picked = []
+  for m, b in zip(members, sizes):
+    x = jnp.concatenate([stacks[i] for i in m])
+    x = jnp.pad(x, [(0, -b % every)] + [(0, 0)] * (x.ndim - 1))
+    x = x.reshape(-1, every, *x.shape[1:])
+    picked.append(jax.lax.dynamic_index_in_dim(x, phase, 1, keepdims=False))
+  outputs: list[Any] = [None] * len(stacks)
+  for m, b, fresh in zip(members, sizes, fn(picked)):
+    merged = []
+    for field, new in enumerate(fresh):
+      old = jnp.concatenate([previous[i][field] for i in m])
+      old = jnp.pad(old, (0, -b % every)).reshape(-1, every)
+      old = jax.lax.dynamic_update_slice_in_dim(
+          old, new.astype(old.dtype)[:, None], phase, axis=1)
+      merged.append(old.reshape(-1)[:b])
+    start = 0
+    for i in m:
+      stop = start + stacks[i].shape[0]
+      outputs[i] = tuple(v[start:stop] for v in merged)
+      start = stop
+  return outputs
+
+
+def stagger_phases(tree: Any, weight_dimension_numbers: WeightDimNums,
+                   every: int) -> Any:
+  """The step phase of every matrix under :func:`run_staggered`.
+
+  A tree like :func:`zeros_per_matrix`'s: matrix j is measured on the steps
+  t with ``t % every == phase[j]`` (for analysing ``gap_every`` runs).
+  """
+  views = matrix_views(tree, weight_dimension_numbers)
+  views_flat, treedef = jax.tree.flatten(views, is_leaf=lambda x: x is None)
+  leaves = treedef.flatten_up_to(tree)
+  idx = [i for i, v in enumerate(views_flat) if v is not None]
+  stacks = [jax.ShapeDtypeStruct(
+      (math.prod(views_flat[i].batch_shape), views_flat[i].fan_in,
+       views_flat[i].fan_out), leaves[i].dtype) for i in idx]
+  for m in _shape_groups(stacks):
+    start = 0
+    for i in m:
+      b = stacks[i].shape[0]
+      leaves[idx[i]] = views_flat[idx[i]].per_matrix(
+          jnp.arange(start, start + b) % every)
+      start += b
+  return treedef.unflatten(leaves)
+
+
 def map_batched(fn: Callable[[jax.Array], Any], views: Any, tree: Any, *,
                 group: bool = True) -> Any:
   """Runs ``fn`` on ``(B, M, N)`` stacks, one call per group of equal shapes.

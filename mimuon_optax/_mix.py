@@ -93,10 +93,14 @@ def mimuon_mix(
       from the momenta of Qwen3 trainings at two widths
       (``experiments/spectra``, findings.md there).
     tau_mode: ``"spacing"``, ``"relative"`` or ``"absolute"``, see above.
-    gap_every: recompute the spectrum every ``gap_every`` steps (on steps
-      0, k, 2k, ...) and reuse the last measured statistics in between; the
-      decision is re-taken every step against the current tau. 1 is the
-      paper.
+    gap_every: re-measure each matrix's spectrum every ``gap_every`` steps
+      and reuse its last statistics in between; the decision is re-taken
+      every step against the current tau. 1 is the paper. With a Python
+      int k > 1 the work is spread evenly: matrix j of each group of
+      equal-shape matrices is measured on the steps ``t % k == j % k``
+      (:func:`~mimuon_optax._matrix.run_staggered`), so every step measures
+      about 1/k of them and none is k times slower. An injected (traced)
+      ``gap_every`` re-measures all matrices on steps 0, k, 2k, ...
     sgd_scale: ``"none"`` or ``"rms_match"``, see above.
     rank_tol: singular values at or below ``rank_tol * s_max`` count as zero;
       None: ``max(m, n) * eps(float32)`` (numpy's ``matrix_rank`` default).
@@ -131,6 +135,8 @@ def mimuon_mix(
     raise ValueError(f'sgd_scale must be one of {SGD_SCALES}, got'
                      f' {sgd_scale!r}')
   _gap.resolve_precision(precision)  # Fail early on a bad name.
+  if isinstance(gap_every, int) and gap_every < 1:
+    raise ValueError(f'gap_every must be >= 1, got {gap_every}')
   if mesh is not None:
     _distributed.check_mesh(mesh, mesh_axes)  # Fail early.
 
@@ -148,16 +154,32 @@ def mimuon_mix(
         inner_state=orthogonalizer.init(params),
     )
 
-  def measure(views, updates):
+  floor = _tau_floor(tau_mode)
+
+  def measure_stacks(stacks):
+    stats = _gap.spectral_gaps(stacks, rank_tol=rank_tol, precision=precision,
+                               mesh=mesh, mesh_axes=mesh_axes)
+    return [(st.min_gap, st.rel_gap, st.rho, floor(st)) for st in stats]
+
+  def measure(views, updates, state, staggered):
     """(min_gap, rel_gap, rho, tau_floor) trees, one value per matrix."""
-    stats = _matrix.map_stacks(
-        lambda stacks: _gap.spectral_gaps(
-            stacks, rank_tol=rank_tol, precision=precision, mesh=mesh,
-            mesh_axes=mesh_axes), views, updates)
-    pick = lambda fn: _matrix.map_matrices(
-        lambda view, st: view.per_matrix(fn(st)), views, stats)
-    return (pick(lambda st: st.min_gap), pick(lambda st: st.rel_gap),
-            pick(lambda st: st.rho), pick(_tau_floor(tau_mode)))
+    previous = (state.min_gap, state.rel_gap, state.rho, state.tau_floor)
+    views_flat, treedef = jax.tree.flatten(views, is_leaf=lambda x: x is None)
+    leaves = treedef.flatten_up_to(updates)
+    old = [treedef.flatten_up_to(tree) for tree in previous]
+    idx = [i for i, v in enumerate(views_flat) if v is not None]
+    stacks = [views_flat[i].to_matrices(leaves[i]) for i in idx]
+    if not staggered:
+      fresh = measure_stacks(stacks)
+    else:  # 1/gap_every of the matrices per step.
+      fresh = _matrix.run_staggered(
+          measure_stacks, stacks,
+          [tuple(o[i].reshape(-1) for o in old) for i in idx], state.count,
+          gap_every)
+    for i, values in zip(idx, fresh):
+      for field, value in enumerate(values):
+        old[field][i] = views_flat[i].per_matrix(value)
+    return tuple(treedef.unflatten(o) for o in old)
 
   def update_fn(updates, state, params=None):
     views = _matrix.matrix_views(updates, weight_dimension_numbers)
@@ -168,11 +190,12 @@ def mimuon_mix(
     orth, inner_state = orthogonalizer.update(
         updates, state.inner_state, params)
 
-    if isinstance(gap_every, int) and gap_every == 1:
-      measured = measure(views, updates)
-    else:
+    if isinstance(gap_every, int):
+      measured = measure(views, updates, state, staggered=gap_every > 1)
+    else:  # Injected (traced): everything on steps 0, k, 2k, ...
       measured = jax.lax.cond(
-          state.count % gap_every == 0, lambda: measure(views, updates),
+          state.count % gap_every == 0,
+          lambda: measure(views, updates, state, staggered=False),
           lambda: (state.min_gap, state.rel_gap, state.rho, state.tau_floor))
     min_gap, rel_gap, rho, tau_floor = measured
     metric = {'absolute': min_gap, 'relative': rel_gap, 'spacing': rho}[

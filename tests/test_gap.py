@@ -308,3 +308,40 @@ def test_gap_every_reuses_the_last_measurement(rng):
 def test_bad_precision_is_rejected():
   with pytest.raises(ValueError, match='precision'):
     mo.mimuon_mix(optax.identity(), precision='float16')
+
+
+def test_staggered_gap_every_measures_each_matrix_every_k_steps(rng):
+  """gap_every=k (int): matrix j of a same-shape group is re-measured on the
+  steps t with t % k == j % k, and matches an every-step gate there."""
+  k, steps = 3, 7
+  dn = mo.MuonDimensionNumbers(reduction_axis=1, output_axis=2)
+  shapes = {'a': (5, 6, 8), 'b': (2, 6, 8), 'c': (1, 4, 4)}  # a, b: 1 group
+  staggered = mo.mimuon_mix(optax.identity(), 0.3, gap_every=k,
+                            weight_dimension_numbers=dn)
+  every = mo.mimuon_mix(optax.identity(), 0.3, weight_dimension_numbers=dn)
+  grads = [{n: jnp.asarray(rng.standard_normal(s), jnp.float32)
+            for n, s in shapes.items()} for _ in range(steps)]
+  s_st, s_ev = staggered.init(grads[0]), every.init(grads[0])
+  last = {n: np.full(s[0], np.inf) for n, s in shapes.items()}  # init
+  for t, g in enumerate(grads):
+    _, s_st = jax.jit(staggered.update)(g, s_st)
+    _, s_ev = jax.jit(every.update)(g, s_ev)
+    for name, offset in (('a', 0), ('b', 5), ('c', 0)):
+      for j in range(shapes[name][0]):
+        if (offset + j) % k == t % k:
+          last[name][j] = float(s_ev.rho[name][j])
+      np.testing.assert_allclose(s_st.rho[name], last[name], rtol=1e-6)
+
+
+def test_bad_gap_every_is_rejected():
+  with pytest.raises(ValueError, match='gap_every'):
+    mo.mimuon_mix(optax.identity(), gap_every=0)
+
+
+def test_stagger_phases_match_the_staggered_gate(rng):
+  from mimuon_optax import _matrix
+  dn = mo.MuonDimensionNumbers(reduction_axis=1, output_axis=2)
+  params = {'a': jnp.zeros((5, 6, 8)), 'b': jnp.zeros((2, 6, 8)),
+            'c': jnp.zeros((1, 4, 4))}
+  phases = _matrix.stagger_phases(params, dn, 3)
+  assert [phases[n].tolist() for n in 'abc'] == [[0, 1, 2, 0, 1], [2, 0], [0]]
