@@ -345,3 +345,12 @@ def test_stagger_phases_match_the_staggered_gate(rng):
             'c': jnp.zeros((1, 4, 4))}
   phases = _matrix.stagger_phases(params, dn, 3)
   assert [phases[n].tolist() for n in 'abc'] == [[0, 1, 2, 0, 1], [2, 0], [0]]
+
+
+@pytest.mark.parametrize('tau', [float('nan'), -1.0, 'abc', None,
+                                 np.zeros(2), 1j])
+def test_bad_tau_is_rejected_at_construction(tau):
+  with pytest.raises(ValueError, match='tau'):
+    mo.mimuon_mix(optax.identity(), tau)
+  with pytest.raises(ValueError, match='tau'):
+    mo.mimuon(0.02, tau=tau)
