@@ -34,7 +34,7 @@ if __name__ == '__main__':
   os.environ['XLA_FLAGS'] = (
       os.environ.get('XLA_FLAGS', '') +
       f' --xla_force_host_platform_device_count={_devices}')
-  # Eight simulated devices each calling LAPACK (MiMuon's eigvalsh) must not
+  # Eight simulated devices each calling LAPACK (MiMuon's gap test) must not
   # each start an OpenBLAS thread team on the same cores.
   os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
 

@@ -13,7 +13,7 @@ Each module is a script (`python -m experiments.<name> --help`, or
   compare       the three optimizers on one task -> markdown table + plot
 
 Importing this package sets OPENBLAS_NUM_THREADS=1 unless it is already set.
-jaxlib's CPU eigvalsh (the MiMuon gap test) calls LAPACK from scipy's
+jaxlib's CPU LAPACK (the MiMuon gap test's eigensolver) comes from scipy's
 OpenBLAS; with OpenBLAS threads competing with XLA's thread pool on a 2-core
 machine we measured a 128x128 eigvalsh at 110 ms instead of 1.3 ms, and a
 jitted MiMuon step on the tiny Qwen3 deadlocked within a few steps. The

@@ -65,17 +65,20 @@ def resolve_precision(precision: str) -> str:
   return precision
 
 
-def _wide(x_BxMxN: jax.Array) -> jax.Array:
-  """float32, transposed so that M <= N, scaled to max |x| = 1 per matrix.
+def _wide(x_BxMxN: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """float32, transposed so that M <= N, scaled to max |x| in [1/2, 1).
 
-  The scale makes every later step independent of the input's magnitude
-  (no overflow when squaring 1e20 entries); Inf/NaN inputs give NaN.
+  The scale, a power of two (so dividing by it is exact), makes every later
+  step independent of the input's magnitude (no overflow when squaring
+  1e20 entries). Inf/NaN inputs give NaN; a zero matrix keeps scale 1.
   """
   x = x_BxMxN.astype(jnp.float32)
   if x.shape[-2] > x.shape[-1]:
     x = jnp.swapaxes(x, -1, -2)
-  scale_B11 = jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True)
-  scale_B11 = jnp.where(scale_B11 > 0, scale_B11, 1.0)  # Zero matrix: 1.
+  max_B11 = jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True)
+  _, exponent_B11 = jnp.frexp(jnp.where(max_B11 > 0, max_B11, 0.5))
+  scale_B11 = jnp.ldexp(jnp.ones_like(max_B11), exponent_B11)
+  scale_B11 = jnp.where(jnp.isfinite(max_B11), scale_B11, max_B11)
   return x / scale_B11, scale_B11[:, 0, 0]
 
 
@@ -148,7 +151,8 @@ def _stats(s_BxK, rank_floor_B, resolution_B) -> GapStats:
   finish = lambda v: jnp.where(nan_B, jnp.nan, jnp.where(few, inf, v))
   return GapStats(
       min_gap=finish(kappa_B), rel_gap=finish(rel_B), rho=finish(rho_B),
-      median_gap=finish(median_B), s_max=s_max_B, rank=rank_B, resolution=resolution_B)
+      median_gap=finish(median_B), s_max=s_max_B, rank=rank_B,
+      resolution=resolution_B)
 
 
 def _float32(stats: GapStats) -> GapStats:
@@ -173,7 +177,8 @@ def _padded_stats(stacks, rank_tol, precision, eigvals_only) -> list[GapStats]:
   per_matrix = lambda f: np.concatenate(
       [np.full(x.shape[0], f(x), np.float64) for x in stacks])
   rank_rel = per_matrix(lambda x: _rank_tol(rank_tol, x.shape))
-  res_rel = per_matrix(lambda x: resolution_factor(precision, min(x.shape[-2:])))
+  res_rel = per_matrix(
+      lambda x: resolution_factor(precision, min(x.shape[-2:])))
   round_rel = per_matrix(lambda x: rounding_factor(*x.shape[-2:]))
   fro_B = jnp.concatenate([jnp.linalg.norm(w, axis=(-2, -1)) for w in wide])
   k_max = max(w.shape[-2] for w in wide)

@@ -2,7 +2,7 @@
 
 import os
 
-# jaxlib's CPU eigvalsh (the MiMuon gap test) runs scipy's OpenBLAS LAPACK;
+# jaxlib's CPU LAPACK (the MiMuon gap test's eigensolver) is scipy's OpenBLAS;
 # its threads fight XLA's on small machines (100x slower, and hangs seen on
 # 2 cores). Must be set before numpy/scipy/jax load; notebook kernels started
 # by nbmake inherit it.

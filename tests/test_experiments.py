@@ -141,21 +141,26 @@ def test_mesh_flags_are_checked(tmp_path, cache_dir):
 
 def test_gap_every_disagreement():
   d = np.array([[1, 1], [0, 1], [0, 1], [1, 1], [1, 0], [0, 0]], bool)
-  # k=2 holds rows 0, 0, 2, 2, 4, 4: column 0 differs at t=1, 3, 5.
-  assert gap_every.disagreement(d, 2) == pytest.approx(3 / 12)
-  assert gap_every.disagreement(d, 1) == 0
+  # Phase 0, k=2 holds rows 0, 0, 2, 2, 4, 4: column 0 differs at t=1, 3, 5.
+  assert gap_every.disagreement(d, 2, np.array([0, 0])) == pytest.approx(
+      3 / 12)
+  assert gap_every.disagreement(d, 1, np.array([0, 0])) == 0
+  # Phase 1 for column 0: t=0 keeps the initial Muon step (True = d[0]),
+  # then rows 1, 1, 3, 3, 5: the same as d.
+  assert gap_every.disagreement(d, 2, np.array([1, 0])) == 0
   assert gap_every.flip_rate(d) == pytest.approx(4 / 10)  # 3 + 1 flips
 
 
 def test_gap_every_runs(tmp_path, cache_dir):
   cfg = gap_every.GapEveryConfig(
-      out=str(tmp_path), taus=(3e-4,), ks=(2, 4), k_train=4, steps=8,
+      out=str(tmp_path), taus=(0.3,), ks=(2, 4), k_train=4, steps=8,
       eval_every=8, model_preset="micro", seq_len=32, batch_size=4,
       cache_dir=cache_dir)
-  r = gap_every.run(cfg)["0.0003"]
+  r = gap_every.run(cfg)["0.3"]
   assert r["matrices"] == 14  # 2 layers x 7
   assert 0 <= r["disagreement"][2] <= 1 and 0 <= r["orth_frac_exact"] <= 1
-  assert r["amortized_self_disagreement"] == 0  # decisions held for 4 steps
+  # Each matrix's decision is held between its turns (staggered phases).
+  assert r["amortized_self_disagreement"] == 0
   assert np.isfinite(r["val_loss_every4"])
   assert r["step_ms_exact"] > 0 and r["step_ms_every4"] > 0
 

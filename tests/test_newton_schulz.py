@@ -202,13 +202,13 @@ def test_batched_fast_path_equals_per_leaf_path(rng):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(
         np.asarray(a, np.float32), np.asarray(b, np.float32), atol=atol),
                  out_fast, out_slow)
-  # The gate measures every matrix in one padded eigvalsh; per leaf alone:
+  # The gate measures every matrix in one padded spectrum call; per leaf:
   gate = mo.mimuon_mix(
       mo.scale_by_newton_schulz(weight_dimension_numbers=dims), 1e-2,
       weight_dimension_numbers=dims)
   _, state = jax.jit(gate.update)(params, gate.init(params))
   for name, x in params.items():
     alone = mo.spectral_gap(x if x.ndim == 3 else x[None])
-    # Gaps relative to s_max agree to float32 eigvalsh rounding.
+    # Gaps relative to s_max agree to float32 rounding of the result.
     np.testing.assert_allclose(np.ravel(state.rel_gap[name]), alone.rel_gap,
                                atol=1e-5)
