@@ -190,6 +190,7 @@ def mimuon_mix(
     views = _matrix.matrix_views(updates, weight_dimension_numbers)
     if tau_mode == 'relative':
       _warn_below_resolution(tau, views, precision)
+    _warn_float32_spectrum(views, precision)
     if mesh is not None:
       updates = _distributed.like_params(views, updates, params)
     orth, inner_state = orthogonalizer.update(
@@ -286,6 +287,24 @@ def _warn_below_resolution(tau, views, precision: str) -> None:
         f'mimuon_mix: tau={tau:g} (relative) is at or below the gap'
         f' resolution {floor:.2g} * s_max of precision={precision!r}; gaps'
         ' below the resolution count as 0 (SGD step). See'
+        ' MiMuonMixState.tau_floor.', stacklevel=3)
+
+
+def _warn_float32_spectrum(views, precision: str) -> None:
+  """Warns at trace time when float32 SVD meets matrices it cannot resolve."""
+  if _gap.resolve_precision(precision) != 'float32':
+    return
+  widths = [min(v.fan_in, v.fan_out) for v in jax.tree.leaves(
+      views, is_leaf=lambda x: isinstance(x, _matrix.MatrixView))]
+  if widths and max(widths) >= 256:
+    k = max(widths)
+    warnings.warn(
+        f'mimuon_mix: the gap test runs a float32 SVD (precision='
+        f'{precision!r}, e.g. on TPU), which resolves gaps down to about'
+        f' {_gap.resolution_factor("float32", k):.1e} * s_max at width {k};'
+        ' real momenta at width >= 256 have smaller minimum gaps (1e-7 s_max'
+        ' measured at 1024), which then count as 0 and take the SGD branch.'
+        ' Use precision="float64" where the backend has float64, and watch'
         ' MiMuonMixState.tau_floor.', stacklevel=3)
 
 

