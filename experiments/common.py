@@ -15,6 +15,7 @@ import os
 import pathlib
 import platform
 import re
+import sys
 import types
 import typing
 from typing import Any, Sequence
@@ -25,6 +26,7 @@ import numpy as np
 import optax
 
 import mimuon_optax
+from mimuon_optax import _mix
 
 OPTIMIZERS = ("adamw", "muon", "mimuon")
 # Peak learning rates from the sweeps in experiments/README.md ("Learning
@@ -47,9 +49,34 @@ DEFAULT_LRS = {
 # ----------------------------------------------------------------------------
 
 
-def field(default: Any, help: str, **kwargs) -> Any:  # noqa: A002
-  """A dataclass field whose `help` becomes the `--flag`'s help text."""
-  return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+def field(default: Any, help: str, *, choices: Sequence[Any] | None = None,  # noqa: A002
+          minimum: float | None = None, **kwargs) -> Any:
+  """A dataclass field whose `help` becomes the `--flag`'s help text.
+
+  `choices` (of the value, or of each element of a tuple field) and
+  `minimum` are checked by argparse: a bad value is a one-line error.
+  """
+  metadata = {"help": help, "choices": choices, "minimum": minimum}
+  return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def _prog() -> str | None:
+  """`python -m experiments.NAME` when run with -m, else argparse's default."""
+  spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  return f"python -m {spec.name}" if spec is not None else None
+
+
+def _typed(tp: type, optional: bool, minimum: float | None):
+  """argparse `type=`: `tp`, the word `none` if optional, `>= minimum`."""
+  def parse(text: str):
+    if optional and text.lower() == "none":
+      return None
+    value = tp(text)
+    if minimum is not None and value < minimum:
+      raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+    return value
+  parse.__name__ = tp.__name__  # argparse names the type in its errors
+  return parse
 
 
 def _strip_optional(tp):
@@ -67,7 +94,7 @@ def build_parser(config_cls: type, description: str) -> argparse.ArgumentParser:
   accepts the word `none`.
   """
   parser = argparse.ArgumentParser(
-      description=description,
+      prog=_prog(), description=description,
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   hints = typing.get_type_hints(config_cls)
   for f in dataclasses.fields(config_cls):
@@ -75,22 +102,33 @@ def build_parser(config_cls: type, description: str) -> argparse.ArgumentParser:
     flag = "--" + f.name.replace("_", "-")
     kwargs = dict(default=f.default, help=f.metadata.get("help", ""),
                   dest=f.name)
+    minimum = f.metadata.get("minimum")
+    if f.metadata.get("choices") is not None:
+      kwargs["choices"] = f.metadata["choices"]
     if tp is bool:
       kwargs["action"] = argparse.BooleanOptionalAction
     elif typing.get_origin(tp) is tuple:
       elem = typing.get_args(tp)[0]
-      kwargs.update(nargs="+", type=elem)
+      kwargs.update(nargs="+", type=_typed(elem, False, minimum))
     else:
-      kwargs["type"] = (lambda s, t=tp: None if s.lower() == "none" else t(s)
-                        ) if optional else tp
+      kwargs["type"] = _typed(tp, optional, minimum)
     parser.add_argument(flag, **kwargs)
   return parser
 
 
 def parse_config(config_cls: type, description: str,
                  argv: Sequence[str] | None = None) -> Any:
-  args = build_parser(config_cls, description).parse_args(argv)
-  return _to_config(config_cls, vars(args))
+  parser = build_parser(config_cls, description)
+  return _checked(parser, config_cls, vars(parser.parse_args(argv)))
+
+
+def _checked(parser: argparse.ArgumentParser, config_cls: type,
+             values: dict[str, Any]) -> Any:
+  """The config, or a one-line usage error (exit 2) for a bad combination."""
+  try:
+    return _to_config(config_cls, values)
+  except ValueError as e:
+    parser.error(str(e))
 
 
 def _to_config(config_cls: type, values: dict[str, Any]) -> Any:
@@ -112,7 +150,7 @@ def _to_config(config_cls: type, values: dict[str, Any]) -> Any:
 class OptimizerConfig:
   """Optimizer fields shared by every experiment config."""
 
-  optimizer: str = field("mimuon", f"one of {OPTIMIZERS}")
+  optimizer: str = field("mimuon", "optimizer", choices=OPTIMIZERS)
   lr: float | None = field(
       None, "peak learning rate (the matrix lr for muon/mimuon); none: the"
       " tuned default for the task (common.DEFAULT_LRS)")
@@ -122,16 +160,19 @@ class OptimizerConfig:
   weight_decay: float = field(
       0.0, "decoupled weight decay (matrices for muon/mimuon, every leaf for"
       " adamw)")
-  warmup_steps: int = field(20, "linear warmup steps before the cosine decay")
+  warmup_steps: int = field(20, "linear warmup steps before the cosine decay",
+                            minimum=0)
   tau: float = field(mimuon_optax.DEFAULT_TAU,
-                     "MiMuon gate threshold (library default)")
+                     "MiMuon gate threshold (library default)", minimum=0)
   tau_mode: str = field(
       "spacing", "MiMuon gate statistic: spacing (rho = kappa sqrt(r) /"
       " median gap, the library default), relative (kappa / s_max) or"
-      " absolute (kappa)")
+      " absolute (kappa)", choices=_mix.TAU_MODES)
   sgd_scale: str = field(
-      "none", "MiMuon SGD-branch scale: none (paper) or rms_match")
-  gap_every: int = field(1, "MiMuon: re-measure the spectrum every k steps")
+      "none", "MiMuon SGD-branch scale: none (paper) or rms_match",
+      choices=_mix.SGD_SCALES)
+  gap_every: int = field(1, "MiMuon: re-measure the spectrum every k steps",
+                         minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,13 +180,15 @@ class LoopConfig:
   """Training-loop fields shared by train_lm and train_vision."""
 
   out: str = field("runs/run", "output directory (metrics.jsonl, PNG, ckpt/)")
-  steps: int = field(300, "training steps")
+  steps: int = field(300, "training steps", minimum=1)
   seed: int = field(0, "seed of the init and of the data order")
-  log_every: int = field(10, "log train loss / throughput every k steps")
-  eval_every: int = field(100, "evaluate every k steps (and at the end)")
+  log_every: int = field(10, "log train loss / throughput every k steps",
+                         minimum=1)
+  eval_every: int = field(100, "evaluate every k steps (and at the end)",
+                          minimum=1)
   checkpoint_every: int = field(
       100, "save a checkpoint every k steps (and at the end); 0: only at the"
-      " end")
+      " end", minimum=0)
   resume: bool = field(False, "continue from the latest checkpoint in out/")
   stop_at: int | None = field(
       None, "stop after this step (checkpoint written), as if interrupted;"
@@ -164,6 +207,15 @@ def lr_schedule(peak: float, steps: int, warmup_steps: int,
       end_value=peak * final_fraction)
 
 
+def resolve_lrs(cfg: Any, task: str) -> Any:
+  """`cfg` with `lr` (and `adam_lr` for muon/mimuon) set to the rates used."""
+  default_lr, default_adam_lr = DEFAULT_LRS[task][cfg.optimizer]
+  return dataclasses.replace(
+      cfg, lr=default_lr if cfg.lr is None else cfg.lr,
+      adam_lr=(None if cfg.optimizer == "adamw" else
+               default_adam_lr if cfg.adam_lr is None else cfg.adam_lr))
+
+
 def make_optimizer(cfg: Any, task: str, steps: int, weight_dimension_numbers=None,
                    *, mesh: jax.sharding.Mesh | None = None,
                    mesh_axes: str | tuple[str, ...] | None = None,
@@ -178,13 +230,12 @@ def make_optimizer(cfg: Any, task: str, steps: int, weight_dimension_numbers=Non
   if cfg.optimizer not in OPTIMIZERS:
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got"
                      f" {cfg.optimizer!r}")
-  default_lr, default_adam_lr = DEFAULT_LRS[task][cfg.optimizer]
-  lr = default_lr if cfg.lr is None else cfg.lr
+  cfg = resolve_lrs(cfg, task)
+  lr, adam_lr = cfg.lr, cfg.adam_lr
   schedule = lr_schedule(lr, steps, cfg.warmup_steps)
   if cfg.optimizer == "adamw":
     return optax.adamw(schedule, b1=0.9, b2=0.95,
                        weight_decay=cfg.weight_decay), schedule
-  adam_lr = default_adam_lr if cfg.adam_lr is None else cfg.adam_lr
   common = dict(
       learning_rate=schedule, weight_decay=cfg.weight_decay,
       adam_learning_rate=lr_schedule(adam_lr, steps, cfg.warmup_steps),
@@ -405,10 +456,16 @@ def config_dict(cfg: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------
 
 
+def _style(i: int) -> tuple[str, str, str]:
+  """(colour, line style, marker) of the i-th curve of a plot."""
+  return f"C{i}", ("-", "--", ":", "-.")[i % 4], "os^Dv"[i % 5]
+
+
 def plot_loss_curves(runs: dict[str, list[dict]], path: str | os.PathLike,
                      title: str = "", extra_key: str | None = None) -> None:
-  """Train (thin) and eval (thick, markers) loss vs step, one color per run;
-  with `extra_key` (e.g. "test_acc") a second panel."""
+  """Train (thin) and eval (thick, markers) loss vs step; every run has its
+  own colour, line style and marker, so overlapping curves stay
+  distinguishable; with `extra_key` (e.g. "test_acc") a second panel."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -416,15 +473,15 @@ def plot_loss_curves(runs: dict[str, list[dict]], path: str | os.PathLike,
   fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
   ax = axes[0, 0]
   for i, (label, records) in enumerate(runs.items()):
-    color = f"C{i}"
+    color, ls, marker = _style(i)
     train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
     evals = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     if train:
-      ax.plot(*zip(*train), color=color, alpha=0.5, lw=1,
+      ax.plot(*zip(*train), color=color, ls=ls, alpha=0.45, lw=1,
               label=f"{label} train")
     if evals:
-      ax.plot(*zip(*evals), color=color, lw=2, marker="o", ms=3,
-              label=f"{label} held-out")
+      ax.plot(*zip(*evals), color=color, ls=ls, lw=2, marker=marker, ms=5,
+              mfc="none" if i % 2 else color, label=f"{label} held-out")
   ax.set_xlabel("step")
   ax.set_ylabel("loss")
   ax.set_title(title)
@@ -434,8 +491,10 @@ def plot_loss_curves(runs: dict[str, list[dict]], path: str | os.PathLike,
     ax = axes[0, 1]
     for i, (label, records) in enumerate(runs.items()):
       pts = [(r["step"], r[extra_key]) for r in records if extra_key in r]
+      color, ls, marker = _style(i)
       if pts:
-        ax.plot(*zip(*pts), color=f"C{i}", marker="o", ms=3, label=label)
+        ax.plot(*zip(*pts), color=color, ls=ls, marker=marker, ms=5,
+                mfc="none" if i % 2 else color, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel(extra_key)
     ax.grid(alpha=0.3)
@@ -470,7 +529,7 @@ def parse_with_presets(config_cls: type, description: str,
     if known.preset not in presets:
       parser.error(f"--preset must be one of {sorted(presets)}")
     parser.set_defaults(**presets[known.preset])
-  return _to_config(config_cls, vars(parser.parse_args(argv)))
+  return _checked(parser, config_cls, vars(parser.parse_args(argv)))
 
 
 def write_command_md(out: str | os.PathLike, title: str, command: str,

@@ -36,11 +36,10 @@ from experiments.common import field
 TASKS = ("lm", "vision")
 PRESETS = {
     # The README demo: tiny Qwen3 on Shakespeare bytes, 3 x 300 steps.
-    "demo": dict(task="lm", steps=300, eval_every=100,
-                 out="experiments/results/compare"),
+    "demo": dict(task="lm", steps=300, eval_every=25, out="runs/demo"),
     # Small CNN on all of Fashion-MNIST.
     "vision": dict(task="vision", dataset="fashion", steps=600,
-                   eval_every=200, out="experiments/results/compare_vision"),
+                   eval_every=50, out="runs/compare_vision"),
     # A 1-minute smoke test.
     "smoke": dict(task="lm", model_preset="micro", steps=30, eval_every=30,
                   seq_len=64, batch_size=8, out="runs/compare_smoke"),
@@ -53,30 +52,37 @@ class CompareConfig:
 
   preset: str | None = field(None, f"defaults for a setup: {sorted(PRESETS)}")
   out: str = field("runs/compare", "output directory")
-  task: str = field("lm", f"one of {TASKS}")
-  optimizers: tuple[str, ...] = field(common.OPTIMIZERS, "optimizers to run")
+  task: str = field("lm", "task", choices=TASKS)
+  optimizers: tuple[str, ...] = field(common.OPTIMIZERS, "optimizers to run",
+                                      choices=common.OPTIMIZERS)
   lrs: tuple[float, ...] | None = field(
       None, "peak lr per optimizer (same order); none: common.DEFAULT_LRS")
-  steps: int = field(300, "training steps per optimizer")
-  warmup_steps: int = field(20, "linear warmup steps")
-  eval_every: int = field(100, "evaluate every k steps (and at the end)")
+  steps: int = field(300, "training steps per optimizer", minimum=1)
+  warmup_steps: int = field(20, "linear warmup steps", minimum=0)
+  eval_every: int = field(100, "evaluate every k steps (and at the end)",
+                          minimum=1)
   seed: int = field(0, "init and data seed (shared by all optimizers)")
   # lm
-  model_preset: str = field("tiny", f"lm: one of {train_lm.PRESETS}")
-  tokenizer: str = field("byte", "lm: byte or qwen3")
-  seq_len: int = field(128, "lm: tokens per window")
-  batch_size: int = field(16, "lm: windows per step; vision: x8 examples")
+  model_preset: str = field("tiny", "lm: model size", choices=train_lm.PRESETS)
+  tokenizer: str = field("byte", "lm: tokenizer",
+                         choices=train_lm.data_text.TOKENIZERS)
+  seq_len: int = field(128, "lm: tokens per window", minimum=1)
+  batch_size: int = field(16, "lm: windows per step; vision: x8 examples",
+                          minimum=1)
   # vision
-  dataset: str = field("fashion", "vision: fashion or digits")
-  model: str = field("cnn", "vision: cnn or mlp")
+  dataset: str = field("fashion", "vision: dataset",
+                       choices=train_vision.data_images.DATASETS)
+  model: str = field("cnn", "vision: model", choices=train_vision.MODELS)
   # MiMuon
   tau: float = field(mimuon_optax.DEFAULT_TAU,
                      "MiMuon gate threshold (library default)")
-  tau_mode: str = field("spacing", "MiMuon: spacing, relative or absolute")
-  sgd_scale: str = field("none", "MiMuon: none or rms_match")
+  tau_mode: str = field("spacing", "MiMuon gate statistic",
+                        choices=common._mix.TAU_MODES)
+  sgd_scale: str = field("none", "MiMuon SGD-branch scale",
+                         choices=common._mix.SGD_SCALES)
   # sweep
   sweep: bool = field(False, "run the learning-rate sweep instead")
-  sweep_steps: int = field(150, "steps of each sweep run")
+  sweep_steps: int = field(150, "steps of each sweep run", minimum=1)
   sweep_adamw: tuple[float, ...] = field((1e-3, 3e-3, 1e-2), "AdamW lr grid")
   sweep_muon: tuple[float, ...] = field((0.01, 0.03, 0.1), "Muon lr grid")
   sweep_mimuon: tuple[float, ...] = field(
@@ -242,12 +248,14 @@ def sweep(cfg: CompareConfig, command: str) -> str:
 def main(argv: Sequence[str] | None = None) -> str:
   cfg = common.parse_with_presets(CompareConfig, __doc__.split("\n\n")[0],
                                   PRESETS, argv)
-  if cfg.task not in TASKS:
-    raise ValueError(f"task must be one of {TASKS}, got {cfg.task!r}")
   args = sys.argv[1:] if argv is None else list(argv)
   command = "python -m experiments.compare " + shlex.join(args)
   text = sweep(cfg, command) if cfg.sweep else compare(cfg, command)
   print(text)
+  out = pathlib.Path(cfg.out).resolve()
+  print(f"results: {out}")
+  if not cfg.sweep:
+    print(f"plot: {out / 'loss_curves.png'}")
   return text
 
 

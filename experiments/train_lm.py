@@ -57,12 +57,13 @@ class TrainLMConfig(common.LoopConfig, common.OptimizerConfig):
   preset: str = field(
       "tiny", f"model size, one of {PRESETS}: micro (~60k params, for tests),"
       " tiny (~0.8M, Qwen3Config.tiny()), small (~4.8M), width_0_6b (~32M:"
-      " Qwen3-0.6B's widths, 2 layers, byte vocab)")
-  tokenizer: str = field("byte", f"one of {data_text.TOKENIZERS}")
-  seq_len: int = field(128, "tokens per training window (T)")
-  batch_size: int = field(16, "windows per step (B)")
+      " Qwen3-0.6B's widths, 2 layers, byte vocab)", choices=PRESETS)
+  tokenizer: str = field("byte", "tokenizer", choices=data_text.TOKENIZERS)
+  seq_len: int = field(128, "tokens per training window (T)", minimum=1)
+  batch_size: int = field(16, "windows per step (B)", minimum=1)
   eval_batches: int = field(
-      4, "batches of B windows for each of the val and train-eval losses")
+      4, "batches of B windows for each of the val and train-eval losses",
+      minimum=1)
   val_plays: tuple[str, ...] = field(
       data_text.DEFAULT_VAL_PLAYS, "works held out for validation")
   cache_dir: str = field(data_text.DEFAULT_CACHE_DIR, "token cache directory")
@@ -147,6 +148,7 @@ def build(cfg: TrainLMConfig) -> dict[str, Any]:
 
 def run(cfg: TrainLMConfig) -> dict[str, Any]:
   """Trains per `cfg`; returns the summary written to summary.json."""
+  cfg = common.resolve_lrs(cfg, "lm")  # config.json records the rates used
   parts = build(cfg)
   params, loss_fn = parts["params"], parts["loss_fn"]
   mesh, placement = make_placement(cfg, params)
@@ -180,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   cfg = common.parse_config(TrainLMConfig, __doc__.split("\n\n")[0], argv)
   summary = run(cfg)
   print(loop.final_line(cfg, summary, ("train_loss", "val_loss")))
+  print(f"results: {pathlib.Path(cfg.out).resolve()}")
   return summary
 
 

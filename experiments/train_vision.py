@@ -44,19 +44,21 @@ class TrainVisionConfig(common.LoopConfig, common.OptimizerConfig):
   """Configuration of `train_vision` (every field is a `--flag`)."""
 
   out: str = field("runs/train_vision", "output directory")
-  dataset: str = field("fashion", f"one of {data_images.DATASETS}")
+  dataset: str = field("fashion", "dataset", choices=data_images.DATASETS)
   data_dir: str | None = field(
       None, "folder of the Fashion-MNIST IDX files; none:"
       f" {data_images.DEFAULT_FASHION_DIR}")
-  model: str = field("cnn", f"one of {MODELS}")
+  model: str = field("cnn", "model", choices=MODELS)
   width: int = field(16, "CNN: channels of the first conv (the second has 2x)")
   hidden: int = field(128, "units of the hidden dense layer(s)")
   train_size: int | None = field(
       None, "train on the first N examples of a seeded permutation; none: all")
-  batch_size: int = field(128, "examples per step (drawn with replacement)")
+  batch_size: int = field(128, "examples per step (drawn with replacement)",
+                          minimum=1)
   eval_train_size: int = field(
       5000, "fixed training examples for the train-eval loss/accuracy")
-  eval_every: int = field(100, "evaluate every k steps (and at the end)")
+  eval_every: int = field(100, "evaluate every k steps (and at the end)",
+                          minimum=1)
 
 
 class CNN(nnx.Module):
@@ -148,6 +150,7 @@ def evaluate_split(eval_fn, params, x, y, chunk: int = 1000) -> tuple[float, flo
 def run(cfg: TrainVisionConfig,
         data: data_images.ImageData | None = None) -> dict[str, Any]:
   """Trains per `cfg`; returns the summary written to summary.json."""
+  cfg = common.resolve_lrs(cfg, "vision")  # config.json records the rates used
   if data is None:
     data = data_images.load_images(cfg.dataset, cfg.data_dir)
   data = data_images.subset(data, cfg.train_size, cfg.seed)
@@ -182,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   cfg = common.parse_config(TrainVisionConfig, __doc__.split("\n\n")[0], argv)
   summary = run(cfg)
   print(loop.final_line(cfg, summary, ("train_loss", "test_loss", "test_acc")))
+  print(f"results: {pathlib.Path(cfg.out).resolve()}")
   return summary
 
 
