@@ -6,7 +6,21 @@ from typing import NamedTuple, Optional
 
 import chex
 import jax
+import numpy as np
 import optax
+
+
+def check_beta(beta) -> None:
+  """``0 <= beta < 1`` for a concrete real scalar; traced values pass."""
+  if isinstance(beta, jax.core.Tracer) or callable(beta):
+    return  # Injected or scheduled: cannot be checked at construction.
+  try:
+    value = np.asarray(beta)
+  except Exception:  # pylint: disable=broad-except
+    value = None
+  if value is None or value.shape != () or value.dtype.kind not in 'iuf' or (
+      not 0 <= value < 1):
+    raise ValueError(f'beta must be a real scalar in [0, 1), got {beta!r}')
 
 
 class MomentumState(NamedTuple):
@@ -49,6 +63,11 @@ def momentum(
   Returns:
     An ``optax.GradientTransformation``.
 
+  Raises:
+    ValueError: at construction, for a concrete ``beta`` outside [0, 1) (NaN
+      included). A traced ``beta`` (``optax.inject_hyperparams``) or a
+      schedule cannot be checked there and is not checked later either.
+
   Example:
     >>> import jax.numpy as jnp
     >>> import mimuon_optax
@@ -58,6 +77,7 @@ def momentum(
     >>> out
     Array([0.5, 0.5], dtype=float32)
   """
+  check_beta(beta)
   if mu_dtype is not None:
     mu_dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
 

@@ -70,6 +70,16 @@ _CANS = (
 NS_PRESETS = ('jordan', 'you', 'polar_express', 'cans')
 
 
+def _check_ns_steps(ns_steps) -> None:
+  if isinstance(ns_steps, jax.core.Tracer):
+    raise ValueError('ns_steps must be static: pass it in static_args of'
+                     ' optax.inject_hyperparams.')
+  value = np.asarray(ns_steps) if not isinstance(ns_steps, str) else None
+  if (isinstance(ns_steps, bool) or value is None or value.shape != ()
+      or value.dtype.kind not in 'iu' or value < 1):
+    raise ValueError(f'ns_steps must be an int >= 1, got {ns_steps!r}')
+
+
 def ns_schedule(ns_coeffs: Union[str, chex.Array] = 'polar_express',
                 ns_steps: int = 5) -> NSSchedule:
   """Resolves a preset name or explicit coefficients to an ``NSSchedule``.
@@ -86,8 +96,13 @@ def ns_schedule(ns_coeffs: Union[str, chex.Array] = 'polar_express',
 
   Raises:
     ValueError: for an unknown preset, a step count the preset does not
-      provide, or coefficients of the wrong shape.
+      provide, ``ns_steps < 1`` (or not an int), or coefficients of the wrong
+      shape or with no rows (shape ``(0, 3)``). The checks run at
+      construction; ``ns_steps`` must be static (``static_args`` under
+      ``optax.inject_hyperparams``).
   """
+  _check_ns_steps(ns_steps)
+  ns_steps = int(ns_steps)
   if isinstance(ns_coeffs, str):
     tables = {
         'jordan': {ns_steps: (_JORDAN,) * ns_steps},
@@ -110,9 +125,10 @@ def ns_schedule(ns_coeffs: Union[str, chex.Array] = 'polar_express',
   if coeffs.ndim == 1 and coeffs.shape == (3,):
     coeffs = jnp.broadcast_to(coeffs, (ns_steps, 3)) if isinstance(
         coeffs, jax.Array) else np.broadcast_to(coeffs, (ns_steps, 3))
-  if coeffs.ndim != 2 or coeffs.shape[-1] != 3:
+  if coeffs.ndim != 2 or coeffs.shape[-1] != 3 or coeffs.shape[0] < 1:
     raise ValueError(
-        f'ns_coeffs must have shape (3,) or (n, 3), got {coeffs.shape}.')
+        f'ns_coeffs must have shape (3,) or (n, 3) with n >= 1, got'
+        f' {coeffs.shape}.')
   return NSSchedule(coeffs, 1.0)
 
 
