@@ -55,14 +55,16 @@ class GapEveryConfig:
   taus: tuple[float, ...] = field(
       (0.3, 0.5), "MiMuon thresholds (tau_mode='spacing'): the default, and"
       " one where more gates sit near tau")
-  ks: tuple[int, ...] = field((2, 5, 10, 20, 50), "amortization periods")
-  k_train: int = field(10, "the gap_every of the real amortized run")
-  steps: int = field(300, "training steps")
-  eval_every: int = field(100, "evaluate every k steps")
+  ks: tuple[int, ...] = field((2, 5, 10, 20, 50), "amortization periods",
+                              minimum=1)
+  k_train: int = field(10, "the gap_every of the real amortized run",
+                       minimum=1)
+  steps: int = field(300, "training steps", minimum=1)
+  eval_every: int = field(100, "evaluate every k steps", minimum=1)
   seed: int = field(0, "init and data seed")
-  model_preset: str = field("tiny", f"one of {train_lm.PRESETS}")
-  seq_len: int = field(128, "tokens per window")
-  batch_size: int = field(16, "windows per step")
+  model_preset: str = field("tiny", "model size", choices=train_lm.PRESETS)
+  seq_len: int = field(128, "tokens per window", minimum=1)
+  batch_size: int = field(16, "windows per step", minimum=1)
   cache_dir: str = field("runs/token_cache", "token cache directory")
 
 

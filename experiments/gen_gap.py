@@ -49,18 +49,21 @@ class GenGapConfig(common.OptimizerConfig):
   `--adam-lr` none means ADAM_LR.
   """
 
-  out: str = field("experiments/results/gen_gap", "output directory")
-  dataset: str = field("fashion", "fashion or digits")
+  out: str = field("runs/gen_gap", "output directory")
+  dataset: str = field("fashion", "dataset",
+                       choices=train_vision.data_images.DATASETS)
   data_dir: str | None = field(None, "Fashion-MNIST folder; none: default")
-  model: str = field("mlp", "mlp or cnn")
+  model: str = field("mlp", "model", choices=train_vision.MODELS)
   width: int = field(16, "cnn channels")
   hidden: int = field(256, "hidden units")
   sizes: tuple[int, ...] = field((1000, 3000, 10000, 30000, 60000),
-                                 "training-set sizes N")
+                                 "training-set sizes N", minimum=1)
   seeds: tuple[int, ...] = field((0, 1, 2), "seeds (init, subset, batches)")
-  optimizers: tuple[str, ...] = field(common.OPTIMIZERS, "optimizers")
-  steps: int = field(600, "steps per run (the same budget for every N)")
-  batch_size: int = field(128, "examples per step")
+  optimizers: tuple[str, ...] = field(common.OPTIMIZERS, "optimizers",
+                                      choices=common.OPTIMIZERS)
+  steps: int = field(600, "steps per run (the same budget for every N)",
+                     minimum=1)
+  batch_size: int = field(128, "examples per step", minimum=1)
   lrs: tuple[float, ...] | None = field(
       None, "peak lr per optimizer (same order); none: gen_gap.DEFAULT_LRS")
   sweep: bool = field(False, "run the lr sweep (at --sweep-size, seed 0)")

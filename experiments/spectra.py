@@ -67,11 +67,14 @@ class SpectraConfig:
 
   out: str = field("runs/spectra", "output directory")
   presets: tuple[str, ...] = field(
-      ("tiny", "width_0_6b"), f"train_lm presets to train, of {train_lm.PRESETS}")
-  steps: int = field(200, "Muon training steps per model")
-  record_every: int = field(10, "measure the momenta every k steps (and step 1)")
-  batch_size: int = field(4, "windows per step (the same for every model)")
-  seq_len: int = field(64, "tokens per window")
+      ("tiny", "width_0_6b"), "train_lm presets to train",
+      choices=train_lm.PRESETS)
+  steps: int = field(200, "Muon training steps per model", minimum=1)
+  record_every: int = field(10, "measure the momenta every k steps (and step 1)",
+                            minimum=1)
+  batch_size: int = field(4, "windows per step (the same for every model)",
+                          minimum=1)
+  seq_len: int = field(64, "tokens per window", minimum=1)
   ns_dtype: str = field(
       "float32", "Newton-Schulz dtype (XLA:CPU has no fast bfloat16 matmul)")
   seed: int = field(0, "seed of the init and of the data order")
