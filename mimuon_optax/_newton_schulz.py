@@ -144,13 +144,24 @@ def newton_schulz(
   Tall matrices are transposed so that the Gram matrix X X^T is the small
   side. The normalization runs in float32, the iteration in ``ns_dtype``
   (float32 matmuls at HIGHEST precision, so TPUs and GPUs do not silently use
-  bf16/tf32 passes). A zero matrix maps to zero.
+  bf16/tf32 passes). A zero matrix maps to zero. The result does not depend
+  on the input's scale (entries from 1e-38 to 3e38, float32 or bfloat16):
+  the input is first divided by a power of two near its largest entry, and
+  ``eps`` acts on that scaled matrix (relative to ``max |x|``).
   """
   dtype = x_BxMxN.dtype
   ns_dtype = jnp.dtype(ns_dtype)
   transpose = x_BxMxN.shape[-2] > x_BxMxN.shape[-1]
   x = jnp.swapaxes(x_BxMxN, -1, -2) if transpose else x_BxMxN
   x = x.astype(jnp.float32)
+  # Scale-free: first divide by the power of two 2^e with max|x| in
+  # [2^(e-1), 2^e) (exact), so the Frobenius norm and the Gram matrices
+  # neither overflow (entries up to 3e38) nor underflow (down to 1e-38). eps
+  # is therefore relative to max|x|. A zero matrix keeps e = 0; NaN/Inf
+  # entries still give NaN/Inf outputs (as documented).
+  max_B11 = jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True)
+  _, exp_B11 = jnp.frexp(jnp.where(jnp.isfinite(max_B11), max_B11, 1.0))
+  x = jnp.ldexp(x, -exp_B11)
   norm_B11 = jnp.linalg.norm(x, axis=(-2, -1), keepdims=True)
   x = (x / (norm_B11 * schedule.frobenius_scale + eps)).astype(ns_dtype)
   precision = (jax.lax.Precision.HIGHEST if jnp.finfo(ns_dtype).bits >= 32
@@ -190,7 +201,8 @@ def scale_by_newton_schulz(
     ns_steps: number of iterations (static: pass it in ``static_args`` of
       ``optax.inject_hyperparams``).
     ns_dtype: dtype of the iteration (``"bfloat16"`` or ``"float32"``).
-    eps: added to the Frobenius norm before dividing by it.
+    eps: added to the Frobenius norm before dividing by it, after the input
+      was scaled so that its largest entry lies in [0.5, 1) (scale-free).
     weight_dimension_numbers: ``MuonDimensionNumbers`` (one for all leaves),
       a tree of them matching the params (None leaves: 2-D rule), or a
       callable returning such a tree. Without them every leaf must be 2-D.
