@@ -12,6 +12,11 @@ reads every shard straight onto its device. The optimizer state's structure
 the state of the same ``tx`` (``jax.eval_shape(tx.init, params)`` and
 ``mimuon_optax.opt_state_shardings`` build one without allocating).
 Orbax reads back exactly the bytes it wrote, so training resumes bit for bit.
+
+Orbax is not a core dependency (it is in the ``experiments`` extra): this
+module imports on a core install, and :func:`save_state` /
+:func:`restore_state` raise ``ImportError`` naming
+``pip install orbax-checkpoint`` when it is missing.
 """
 
 from __future__ import annotations
@@ -20,7 +25,18 @@ import os
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
+
+INSTALL_HINT = ('mimuon_optax.checkpoint needs Orbax: pip install'
+                ' orbax-checkpoint (or pip install "mimuon_optax[experiments]")')
+
+
+def _orbax():
+  """``orbax.checkpoint``, imported on first use."""
+  try:
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(INSTALL_HINT) from e
+  return ocp
 
 
 def abstract_like(params: Any, opt_state: Any) -> dict[str, Any]:
@@ -31,12 +47,13 @@ def abstract_like(params: Any, opt_state: Any) -> dict[str, Any]:
           'opt_state': jax.tree.map(as_struct, opt_state)}
 
 
-def _manager(path: str) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(os.path.abspath(os.fspath(path)))
+def _manager(path: str):
+  return _orbax().CheckpointManager(os.path.abspath(os.fspath(path)))
 
 
 def save_state(path: str, step: int, params: Any, opt_state: Any) -> None:
   """Writes ``params`` and ``opt_state`` to ``path/<step>`` and waits."""
+  ocp = _orbax()
   with _manager(path) as manager:
     manager.save(int(step), args=ocp.args.StandardSave(
         {'params': params, 'opt_state': opt_state}))
@@ -56,7 +73,9 @@ def restore_state(path: str, abstract_tree: dict[str, Any],
 
   Raises:
     FileNotFoundError: if ``path`` holds no checkpoint.
+    ImportError: if Orbax is not installed (also in :func:`save_state`).
   """
+  ocp = _orbax()
   with _manager(path) as manager:
     if step is None:
       step = manager.latest_step()
