@@ -110,6 +110,24 @@ def matrix_view(path: Any, shape: tuple[int, ...],
   return MatrixView(tuple(shape), batch, reduction, output)
 
 
+def expand_prefix(dim_nums: Any, tree: Any) -> Any:
+  """A prefix tree of dimension numbers -> one entry per leaf of ``tree``.
+
+  As in ``optax.contrib.muon``, a None or ``MuonDimensionNumbers`` entry may
+  stand for a whole subtree of the params (e.g. ``{'enc': None, 'dec':
+  MuonDimensionNumbers()}``). A full tree is returned unchanged.
+  """
+  try:
+    return jax.tree.map(
+        lambda d, sub: jax.tree.map(lambda _: d, sub, is_leaf=is_passthrough),
+        dim_nums, tree, is_leaf=_is_dim_nums_leaf)
+  except ValueError as e:
+    raise ValueError(
+        'weight_dimension_numbers must be one MuonDimensionNumbers, a tree'
+        ' with the structure of the params, or a prefix of it (None or one'
+        f' entry per subtree); it does not fit the params: {e}') from None
+
+
 def resolve_dimension_numbers(updates: Any,
                               weight_dimension_numbers: WeightDimNums) -> Any:
   """A tree shaped like ``updates`` with one ``MuonDimensionNumbers`` per leaf.
@@ -121,19 +139,29 @@ def resolve_dimension_numbers(updates: Any,
 
   Raises:
     ValueError: naming the parameter path of any leaf that cannot be viewed
-      as matrices (ndim != 2 without dimension numbers, bad axes).
+      as real matrices (ndim != 2 without dimension numbers, bad axes, a
+      complex dtype).
   """
   if callable(weight_dimension_numbers):
     weight_dimension_numbers = weight_dimension_numbers(updates)
   if _is_dim_nums_leaf(weight_dimension_numbers):
     weight_dimension_numbers = jax.tree.map(
         lambda _: weight_dimension_numbers, updates, is_leaf=is_passthrough)
+  else:
+    weight_dimension_numbers = expand_prefix(weight_dimension_numbers, updates)
 
   def one(path, u, dim_nums):
     if is_passthrough(u):
       return u
     if isinstance(dim_nums, optax.MaskedNode):
       dim_nums = None
+    if jnp.issubdtype(u.dtype, jnp.complexfloating):
+      raise ValueError(
+          f'Parameter {jax.tree_util.keystr(path) or "<root>"} has complex'
+          f' dtype {u.dtype}; the matrix optimizer is defined for real'
+          ' matrices only (it would drop the imaginary part). Route it to'
+          ' AdamW (param_labels, or a None entry in weight_dimension_numbers),'
+          ' or optimize its real and imaginary parts as two real leaves.')
     view = matrix_view(path, u.shape, dim_nums)
     return MuonDimensionNumbers(view.reduction_axes, view.output_axes)
 
