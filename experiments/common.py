@@ -207,6 +207,13 @@ def lr_schedule(peak: float, steps: int, warmup_steps: int,
       end_value=peak * final_fraction)
 
 
+# The AdamW branch of muon/mimuon in every experiment here: the same b1/b2 as
+# the plain AdamW runs, no Nesterov (the library's defaults follow optax's
+# contrib.muon instead: b2=0.999, Nesterov AdamW).
+ADAMW_LEAVES = dict(adam_b1=0.9, adam_b2=0.95, adam_eps=1e-8,
+                    adam_nesterov=False)
+
+
 def resolve_lrs(cfg: Any, task: str) -> Any:
   """`cfg` with `lr` (and `adam_lr` for muon/mimuon) set to the rates used."""
   default_lr, default_adam_lr = DEFAULT_LRS[task][cfg.optimizer]
@@ -240,7 +247,7 @@ def make_optimizer(cfg: Any, task: str, steps: int, weight_dimension_numbers=Non
       learning_rate=schedule, weight_decay=cfg.weight_decay,
       adam_learning_rate=lr_schedule(adam_lr, steps, cfg.warmup_steps),
       weight_dimension_numbers=weight_dimension_numbers, mesh=mesh,
-      mesh_axes=mesh_axes)
+      mesh_axes=mesh_axes, **ADAMW_LEAVES)
   if cfg.optimizer == "muon":
     return mimuon_optax.muon(**common), schedule
   return mimuon_optax.mimuon(

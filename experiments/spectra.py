@@ -94,7 +94,7 @@ def muon_optimizer(run_cfg: train_lm.TrainLMConfig, dims: Any, ns_dtype: str
   return mimuon_optax.muon(
       schedule(lr), beta=BETA, ns_dtype=ns_dtype,
       weight_decay=run_cfg.weight_decay, adam_learning_rate=schedule(adam_lr),
-      weight_dimension_numbers=dims)
+      weight_dimension_numbers=dims, **common.ADAMW_LEAVES)
 
 
 def _momentum(opt_state: Any) -> Any:
