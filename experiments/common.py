@@ -463,7 +463,7 @@ def config_dict(cfg: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------
 
 
-def _style(i: int) -> tuple[str, str, str]:
+def curve_style(i: int) -> tuple[str, str, str]:
   """(colour, line style, marker) of the i-th curve of a plot."""
   return f"C{i}", ("-", "--", ":", "-.")[i % 4], "os^Dv"[i % 5]
 
@@ -480,7 +480,7 @@ def plot_loss_curves(runs: dict[str, list[dict]], path: str | os.PathLike,
   fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
   ax = axes[0, 0]
   for i, (label, records) in enumerate(runs.items()):
-    color, ls, marker = _style(i)
+    color, ls, marker = curve_style(i)
     train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
     evals = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     if train:
@@ -498,7 +498,7 @@ def plot_loss_curves(runs: dict[str, list[dict]], path: str | os.PathLike,
     ax = axes[0, 1]
     for i, (label, records) in enumerate(runs.items()):
       pts = [(r["step"], r[extra_key]) for r in records if extra_key in r]
-      color, ls, marker = _style(i)
+      color, ls, marker = curve_style(i)
       if pts:
         ax.plot(*zip(*pts), color=color, ls=ls, marker=marker, ms=5,
                 mfc="none" if i % 2 else color, label=label)

@@ -149,10 +149,12 @@ def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
   for i, opt in enumerate(dict.fromkeys(r["optimizer"] for r in rows)):
     sel = [r for r in rows if r["optimizer"] == opt]
     n = [r["n"] for r in sel]
+    color, ls, marker = common.curve_style(i)
     for ax, metric in zip(axes, ("gap", "test_acc")):
       ax.errorbar(n, [r[f"{metric}_mean"] for r in sel],
-                  yerr=[r[f"{metric}_std"] for r in sel], color=f"C{i}",
-                  marker="o", capsize=3, label=f"{opt} (lr {sel[0]['lr']:g})")
+                  yerr=[r[f"{metric}_std"] for r in sel], color=color, ls=ls,
+                  marker=marker, capsize=3,
+                  label=f"{opt} (lr {sel[0]['lr']:g}; bars: std over seeds)")
   for ax, label in zip(axes, ("test loss - train loss", "test accuracy")):
     ax.set_xscale("log")
     ax.set_xlabel("training examples N")
