@@ -35,6 +35,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from mimuon_optax import _distributed
+from mimuon_optax import _matrix
 
 PRECISIONS = ('auto', 'float64', 'float32')
 EPS32 = float(np.finfo(np.float32).eps)
@@ -68,18 +69,18 @@ def resolve_precision(precision: str) -> str:
 def _wide(x_BxMxN: jax.Array) -> tuple[jax.Array, jax.Array]:
   """float32, transposed so that M <= N, scaled to max |x| in [1/2, 1).
 
-  The scale, a power of two (so dividing by it is exact), makes every later
-  step independent of the input's magnitude (no overflow when squaring
-  1e20 entries). Inf/NaN inputs give NaN; a zero matrix keeps scale 1.
+  The scale, a power of two 2^e (``_matrix.pow2_exponent``; exact), makes
+  every later step independent of the input's magnitude (no overflow when
+  squaring 1e20 entries). Returns the scaled matrices and e, shape (B,).
+  Inf/NaN inputs become NaN, so that every statistic is NaN.
   """
   x = x_BxMxN.astype(jnp.float32)
   if x.shape[-2] > x.shape[-1]:
     x = jnp.swapaxes(x, -1, -2)
-  max_B11 = jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True)
-  _, exponent_B11 = jnp.frexp(jnp.where(max_B11 > 0, max_B11, 0.5))
-  scale_B11 = jnp.ldexp(jnp.ones_like(max_B11), exponent_B11)
-  scale_B11 = jnp.where(jnp.isfinite(max_B11), scale_B11, max_B11)
-  return x / scale_B11, scale_B11[:, 0, 0]
+  exponent_B11 = _matrix.pow2_exponent(x)
+  finite_B11 = jnp.isfinite(jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True))
+  x = jnp.where(finite_B11, jnp.ldexp(x, -exponent_B11), jnp.nan)
+  return x, exponent_B11[:, 0, 0]
 
 
 def _eigvals_only(gram_BxKxK: jax.Array) -> jax.Array:
@@ -173,7 +174,7 @@ def _padded_stats(stacks, rank_tol, precision, eigvals_only) -> list[GapStats]:
   accelerators want, and on CPU it never runs several LAPACK kernels at
   once (which deadlocked jaxlib's CPU thread pool on 2 cores).
   """
-  wide, scales = zip(*(_wide(x) for x in stacks))
+  wide, exponents = zip(*(_wide(x) for x in stacks))
   per_matrix = lambda f: np.concatenate(
       [np.full(x.shape[0], f(x), np.float64) for x in stacks])
   rank_rel = per_matrix(lambda x: _rank_tol(rank_tol, x.shape))
@@ -205,12 +206,12 @@ def _padded_stats(stacks, rank_tol, precision, eigvals_only) -> list[GapStats]:
       resolution_B = jnp.maximum(res_rel * s_BxK[:, -1],
                                  round_rel * fro_B.astype(jnp.float64))
       stats = _float32(_stats(s_BxK, rank_rel * s_BxK[:, -1], resolution_B))
-  # Undo the max-|x| scaling of the absolute quantities.
-  scale_B = jnp.concatenate(scales)
-  stats = stats._replace(min_gap=stats.min_gap * scale_B,
-                         median_gap=stats.median_gap * scale_B,
-                         s_max=stats.s_max * scale_B,
-                         resolution=stats.resolution * scale_B)
+  # Undo the power-of-two scaling of the absolute quantities.
+  unscale = lambda v, e_B=jnp.concatenate(exponents): jnp.ldexp(v, e_B)
+  stats = stats._replace(min_gap=unscale(stats.min_gap),
+                         median_gap=unscale(stats.median_gap),
+                         s_max=unscale(stats.s_max),
+                         resolution=unscale(stats.resolution))
   out, start = [], 0
   for x in stacks:
     stop = start + x.shape[0]
@@ -226,7 +227,7 @@ def singular_values(x_BxMxN: jax.Array, *, precision: str = 'auto'
   Computed as the gate computes them (see :func:`spectral_gap`).
   """
   precision = resolve_precision(precision)
-  w, scale_B = _wide(x_BxMxN)
+  w, exponent_B = _wide(x_BxMxN)
   if precision == 'float32':
     s = jnp.sort(jnp.linalg.svd(w, compute_uv=False), axis=-1)
   else:
@@ -234,7 +235,7 @@ def singular_values(x_BxMxN: jax.Array, *, precision: str = 'auto'
       w = w.astype(jnp.float64)
       eig = _eigvals_only(jnp.matmul(w, jnp.swapaxes(w, -1, -2)))
       s = jnp.sqrt(jnp.maximum(eig, 0.0)).astype(jnp.float32)
-  return s * scale_B[:, None]
+  return jnp.ldexp(s, exponent_B[:, None])
 
 
 def spectral_gap(
@@ -317,14 +318,13 @@ def spectral_gaps(
   precision = resolve_precision(precision)
   if not stacks:
     return []
+  # Several CPU devices share one thread pool: a mesh, or plain GSPMD that
+  # may partition this step over them.
+  serial = (_distributed.on_cpu(mesh) if mesh is not None else
+            jax.default_backend() == 'cpu' and jax.device_count() > 1)
+  eigvals_only = _cpu_serial(_eigvals_only) if serial else _eigvals_only
   if mesh is None:
-    eigvals_only = _eigvals_only
-    if jax.default_backend() == 'cpu' and jax.device_count() > 1:
-      eigvals_only = _cpu_serial(_eigvals_only)  # GSPMD may partition us.
     return _padded_stats(stacks, rank_tol, precision, eigvals_only)
-  eigvals_only = _eigvals_only
-  if _distributed.on_cpu(mesh):
-    eigvals_only = _cpu_serial(_eigvals_only)
   local = lambda xs: _padded_stats(xs, rank_tol, precision, eigvals_only)
   stats = _distributed.grouped_shard_stacks(local, stacks, mesh, mesh_axes)
   return _distributed.replicate(stats, mesh)  # B floats each: gather them.

@@ -240,6 +240,19 @@ def same_shape(i: int, x: jax.Array) -> Any:
   return x.shape[1:] + (x.dtype,)
 
 
+def pow2_exponent(x_BxMxN: jax.Array) -> jax.Array:
+  """Per matrix, the e with max|x| in [2^(e-1), 2^e); shape ``(B, 1, 1)``.
+
+  ``jnp.ldexp(x, -e)`` is exact and brings every entry into (-1, 1), so
+  squaring neither overflows nor underflows whatever the input's scale (up
+  to 3e38, where 2^e itself would overflow: hence an exponent, not a
+  factor). 0 for a zero matrix and for one with Inf/NaN entries.
+  """
+  max_B11 = jnp.max(jnp.abs(x_BxMxN), axis=(-2, -1), keepdims=True)
+  usable = jnp.isfinite(max_B11) & (max_B11 > 0)
+  return jnp.frexp(jnp.where(usable, max_B11, 0.5))[1]
+
+
 def _shape_groups(stacks: Sequence[jax.Array]) -> list[list[int]]:
   """Indices of stacks with equal matrix shape and dtype, in order."""
   groups: dict[Any, list[int]] = {}

@@ -8,9 +8,9 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from mimuon_optax import _checks
 from mimuon_optax import _distributed
 from mimuon_optax import _gap
 from mimuon_optax import _matrix
@@ -138,7 +138,8 @@ def mimuon_mix(
   if sgd_scale not in SGD_SCALES:
     raise ValueError(f'sgd_scale must be one of {SGD_SCALES}, got'
                      f' {sgd_scale!r}')
-  _check_tau(tau)
+  _checks.check_real_scalar('tau', tau, lambda v: v >= 0,
+                            'a non-negative real scalar (inf allowed)')
   _gap.resolve_precision(precision)  # Fail early on a bad name.
   if isinstance(gap_every, int) and gap_every < 1:
     raise ValueError(f'gap_every must be >= 1, got {gap_every}')
@@ -252,20 +253,6 @@ def _tau_floor(tau_mode: str):
     return jnp.where(jnp.isfinite(st.median_gap) & (st.median_gap > 0),
                      st.resolution * sqrt_r / st.median_gap, 0.0)
   return floor
-
-
-def _check_tau(tau) -> None:
-  """tau: a non-negative real scalar (inf allowed), or a traced one."""
-  if isinstance(tau, jax.core.Tracer):
-    return  # Injected by optax.inject_hyperparams: checked by the caller.
-  try:
-    value = np.asarray(tau)
-  except Exception:  # pylint: disable=broad-except
-    value = None
-  if value is None or value.shape != () or value.dtype.kind not in 'iuf' or (
-      not value >= 0):
-    raise ValueError(f'tau must be a non-negative real scalar (inf allowed),'
-                     f' got {tau!r}')
 
 
 def _warn_below_resolution(tau, views, precision: str) -> None:

@@ -6,21 +6,15 @@ from typing import NamedTuple, Optional
 
 import chex
 import jax
-import numpy as np
 import optax
+
+from mimuon_optax import _checks
 
 
 def check_beta(beta) -> None:
   """``0 <= beta < 1`` for a concrete real scalar; traced values pass."""
-  if isinstance(beta, jax.core.Tracer) or callable(beta):
-    return  # Injected or scheduled: cannot be checked at construction.
-  try:
-    value = np.asarray(beta)
-  except Exception:  # pylint: disable=broad-except
-    value = None
-  if value is None or value.shape != () or value.dtype.kind not in 'iuf' or (
-      not 0 <= value < 1):
-    raise ValueError(f'beta must be a real scalar in [0, 1), got {beta!r}')
+  _checks.check_real_scalar('beta', beta, lambda v: 0 <= v < 1,
+                            'a real scalar in [0, 1)', allow_schedule=True)
 
 
 class MomentumState(NamedTuple):

@@ -159,9 +159,7 @@ def newton_schulz(
   # neither overflow (entries up to 3e38) nor underflow (down to 1e-38). eps
   # is therefore relative to max|x|. A zero matrix keeps e = 0; NaN/Inf
   # entries still give NaN/Inf outputs (as documented).
-  max_B11 = jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True)
-  _, exp_B11 = jnp.frexp(jnp.where(jnp.isfinite(max_B11), max_B11, 1.0))
-  x = jnp.ldexp(x, -exp_B11)
+  x = jnp.ldexp(x, -_matrix.pow2_exponent(x))
   norm_B11 = jnp.linalg.norm(x, axis=(-2, -1), keepdims=True)
   x = (x / (norm_B11 * schedule.frobenius_scale + eps)).astype(ns_dtype)
   precision = (jax.lax.Precision.HIGHEST if jnp.finfo(ns_dtype).bits >= 32
