@@ -226,6 +226,7 @@ def resolve_lrs(cfg: Any, task: str) -> Any:
 def make_optimizer(cfg: Any, task: str, steps: int, weight_dimension_numbers=None,
                    *, mesh: jax.sharding.Mesh | None = None,
                    mesh_axes: str | tuple[str, ...] | None = None,
+                   ns_dtype: str = "bfloat16",
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """(transform, matrix lr schedule) for `cfg.optimizer`.
 
@@ -233,6 +234,7 @@ def make_optimizer(cfg: Any, task: str, steps: int, weight_dimension_numbers=Non
   AdamW branch of Muon/MiMuon, so the three differ only in the matrix rule.
   `mesh`/`mesh_axes` go to `muon`/`mimuon` (whole-matrix Newton-Schulz and
   gap test spread over the mesh); AdamW is elementwise and needs neither.
+  `ns_dtype` is the Newton-Schulz dtype of `muon`/`mimuon`.
   """
   if cfg.optimizer not in OPTIMIZERS:
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got"
@@ -247,7 +249,7 @@ def make_optimizer(cfg: Any, task: str, steps: int, weight_dimension_numbers=Non
       learning_rate=schedule, weight_decay=cfg.weight_decay,
       adam_learning_rate=lr_schedule(adam_lr, steps, cfg.warmup_steps),
       weight_dimension_numbers=weight_dimension_numbers, mesh=mesh,
-      mesh_axes=mesh_axes, **ADAMW_LEAVES)
+      mesh_axes=mesh_axes, ns_dtype=ns_dtype, **ADAMW_LEAVES)
   if cfg.optimizer == "muon":
     return mimuon_optax.muon(**common), schedule
   return mimuon_optax.mimuon(

@@ -85,18 +85,6 @@ class SpectraConfig:
       " the records in --out/spectra.json")
 
 
-def muon_optimizer(run_cfg: train_lm.TrainLMConfig, dims: Any, ns_dtype: str
-                   ) -> optax.GradientTransformation:
-  """`common.make_optimizer`'s Muon (same lrs and schedules) with `ns_dtype`."""
-  lr, adam_lr = common.DEFAULT_LRS["lm"]["muon"]
-  schedule = lambda peak: common.lr_schedule(peak, run_cfg.steps,
-                                             run_cfg.warmup_steps)
-  return mimuon_optax.muon(
-      schedule(lr), beta=BETA, ns_dtype=ns_dtype,
-      weight_decay=run_cfg.weight_decay, adam_learning_rate=schedule(adam_lr),
-      weight_dimension_numbers=dims, **common.ADAMW_LEAVES)
-
-
 def _momentum(opt_state: Any) -> Any:
   """The one `MomentumState.mu` (matrix leaves; AdamW leaves masked)."""
   is_mom = lambda x: isinstance(x, mimuon_optax.MomentumState)
@@ -133,7 +121,8 @@ def record(preset: str, cfg: SpectraConfig) -> dict[str, Any]:
       batch_size=cfg.batch_size, seq_len=cfg.seq_len, cache_dir=cfg.cache_dir)
   parts = train_lm.build(run_cfg)
   params, loss_fn = parts["params"], parts["loss_fn"]
-  tx = muon_optimizer(run_cfg, parts["dims"], cfg.ns_dtype)
+  tx, _ = common.make_optimizer(run_cfg, "lm", run_cfg.steps, parts["dims"],
+                                ns_dtype=cfg.ns_dtype)
   opt_state = tx.init(params)
   views = _by_name(_matrix.matrix_views(_momentum(opt_state), parts["dims"]))
   names = sorted(views, key=_order)
