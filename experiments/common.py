@@ -2,8 +2,9 @@
 
 One place for each idea: the argparse built from a config dataclass, the
 three optimizers and their learning-rate schedule, MiMuon diagnostics as
-flat per-matrix dicts, metrics.jsonl, safetensors checkpoints, plots and the
-run environment (CPU model, library versions).
+flat per-matrix dicts, metrics.jsonl, plots, the run environment (CPU model,
+library versions) and multi-process (jax.distributed) start-up. Checkpoints
+are `mimuon_optax.checkpoint` (Orbax).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import typing
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -193,7 +193,9 @@ class LoopConfig:
   stop_at: int | None = field(
       None, "stop after this step (checkpoint written), as if interrupted;"
       " the schedule still spans --steps")
-  checkpoint: bool = field(True, "write checkpoints to out/ckpt/")
+  checkpoint: bool = field(True, "write checkpoints to out/ckpt/ (Orbax)")
+  keep_checkpoints: int = field(
+      1, "how many of the newest checkpoints to keep", minimum=1)
   progress: bool = field(True, "show a tqdm progress bar")
   plot: bool = field(True, "write loss_curves.png at the end")
 
@@ -355,70 +357,6 @@ def truncate_jsonl(path: str | os.PathLike, last_step: int) -> None:
       f.write(json.dumps(r) + "\n")
 
 
-def _flat_arrays(prefix: str, tree: Any) -> dict[str, np.ndarray]:
-  return {f"{prefix}{jax.tree_util.keystr(p)}": np.asarray(x)
-          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def save_checkpoint(directory: str | os.PathLike, step: int, trees: dict[str, Any],
-                    keep: int = 1) -> pathlib.Path:
-  """Writes `step_XXXXXXXX.safetensors` with every array of `trees` (keyed
-  `name` + keystr(path)) and deletes all but the newest `keep` files."""
-  from safetensors.numpy import save_file
-  directory = pathlib.Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
-  arrays = {}
-  for name, tree in trees.items():
-    arrays.update(_flat_arrays(name, tree))
-  path = directory / f"step_{step:08d}.safetensors"
-  tmp = path.with_suffix(".tmp")
-  save_file(arrays, str(tmp), metadata={"step": str(step)})
-  os.replace(tmp, path)
-  for old in sorted(directory.glob("step_*.safetensors"))[:-keep]:
-    old.unlink()
-  return path
-
-
-def latest_checkpoint(directory: str | os.PathLike) -> pathlib.Path | None:
-  files = sorted(pathlib.Path(directory).glob("step_*.safetensors"))
-  return files[-1] if files else None
-
-
-def restore_checkpoint(path: str | os.PathLike, templates: dict[str, Any]
-                       ) -> tuple[int, dict[str, Any]]:
-  """(step, trees) with the structure of `templates`, arrays from `path`.
-
-  Keys, shapes and dtypes must match the templates exactly; errors list
-  every mismatch.
-  """
-  from safetensors import safe_open
-  restored, errors = {}, []
-  with safe_open(str(path), framework="numpy") as f:
-    step = int(f.metadata()["step"])
-    stored = set(f.keys())
-    for name, template in templates.items():
-      leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-      values = []
-      for p, leaf in leaves:
-        key = f"{name}{jax.tree_util.keystr(p)}"
-        if key not in stored:
-          errors.append(f"missing {key}")
-          continue
-        stored.discard(key)
-        value = f.get_tensor(key)
-        if value.shape != leaf.shape or value.dtype != leaf.dtype:
-          errors.append(f"{key}: stored {value.shape} {value.dtype}, expected"
-                        f" {leaf.shape} {leaf.dtype}")
-        values.append(jnp.asarray(value))
-      if not errors:
-        restored[name] = jax.tree_util.tree_unflatten(treedef, values)
-  errors += [f"unexpected {k}" for k in sorted(stored)]
-  if errors:
-    raise ValueError(f"Checkpoint {path} does not match:\n  " +
-                     "\n  ".join(errors))
-  return step, restored
-
-
 def cpu_model() -> str:
   try:
     with open("/proc/cpuinfo") as f:
@@ -438,6 +376,7 @@ def env_info() -> dict[str, Any]:
       "cpu_count": os.cpu_count(),
       "device": str(jax.devices()[0]),
       "device_count": jax.device_count(),
+      "process_count": jax.process_count(),
       "backend": jax.default_backend(),
       "python": platform.python_version(),
       "jax": jax.__version__,
@@ -458,6 +397,114 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def config_dict(cfg: Any) -> dict[str, Any]:
   return dataclasses.asdict(cfg)
+
+
+# ----------------------------------------------------------------------------
+# Several processes (jax.distributed), as on a TPU pod
+# ----------------------------------------------------------------------------
+
+ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
+ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "JAX_PROCESS_ID"
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+  """Multi-process fields: one Python process per host, as on a TPU pod.
+
+  Each flag falls back to its environment variable (`JAX_COORDINATOR_ADDRESS`,
+  `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`); none of them set: one process.
+  """
+
+  coordinator: str | None = field(
+      None, "HOST:PORT of the jax.distributed coordinator (process 0), or"
+      f" 'auto' (TPU pods: detect everything); none: ${ENV_COORDINATOR} if"
+      " set, else one process")
+  num_processes: int | None = field(
+      None, f"number of processes; none: ${ENV_NUM_PROCESSES}", minimum=1)
+  process_id: int | None = field(
+      None, f"this process's index, 0..N-1; none: ${ENV_PROCESS_ID}",
+      minimum=0)
+  init_timeout: int = field(
+      120, "seconds jax.distributed.initialize waits for every process",
+      minimum=1)
+
+  def __post_init__(self):
+    distributed_settings(self)  # bad flags / variables fail at parse time
+
+
+def _env_int(name: str, flag: str) -> int | None:
+  text = os.environ.get(name)
+  if text is None or text == "":
+    return None
+  try:
+    return int(text)
+  except ValueError:
+    raise ValueError(f"{flag}: ${name}={text!r} is not an integer") from None
+
+
+def distributed_settings(cfg: Any) -> tuple[str, int | None, int | None] | None:
+  """(coordinator, num_processes, process_id) from the flags of
+  `DistributedConfig`, else the environment; None for one process.
+
+  Raises:
+    ValueError: naming the flag, for a missing or out-of-range value.
+  """
+  coordinator = cfg.coordinator or os.environ.get(ENV_COORDINATOR) or None
+  num = cfg.num_processes
+  if num is None:
+    num = _env_int(ENV_NUM_PROCESSES, "--num-processes")
+  pid = cfg.process_id
+  if pid is None:
+    pid = _env_int(ENV_PROCESS_ID, "--process-id")
+  if coordinator is None:
+    if (num or 1) > 1 or pid:
+      raise ValueError(f"--num-processes / --process-id need --coordinator"
+                       f" HOST:PORT (or ${ENV_COORDINATOR})")
+    return None
+  if coordinator == "auto":
+    return coordinator, num, pid
+  host, _, port = coordinator.rpartition(":")
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise ValueError(f"--coordinator must be HOST:PORT (port 1..65535) or"
+                     f" 'auto', got {coordinator!r}")
+  if num is None or pid is None:
+    missing = "--num-processes" if num is None else "--process-id"
+    env = ENV_NUM_PROCESSES if num is None else ENV_PROCESS_ID
+    raise ValueError(f"--coordinator {coordinator} needs {missing} (or"
+                     f" ${env})")
+  if num < 1:
+    raise ValueError(f"--num-processes must be >= 1, got {num}")
+  if not 0 <= pid < num:
+    raise ValueError(f"--process-id {pid} is out of range for"
+                     f" --num-processes {num} (0..{num - 1})")
+  return coordinator, num, pid
+
+
+def init_distributed(cfg: Any) -> None:
+  """`jax.distributed.initialize` per `cfg` (a `DistributedConfig`).
+
+  Call before anything else touches jax's devices. A no-op for one process
+  or when already initialized. A loopback coordinator binds to loopback
+  only; CPU processes exchange data with gloo.
+  """
+  settings = distributed_settings(cfg)
+  if settings is None or jax.distributed.is_initialized():
+    return
+  coordinator, num, pid = settings
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  kwargs: dict[str, Any] = dict(initialization_timeout=cfg.init_timeout)
+  if coordinator != "auto":
+    kwargs.update(coordinator_address=coordinator, num_processes=num,
+                  process_id=pid)
+    if coordinator.rpartition(":")[0] in ("127.0.0.1", "localhost"):
+      kwargs["coordinator_bind_address"] = coordinator
+  jax.distributed.initialize(**kwargs)
+
+
+def is_main_process() -> bool:
+  """Process 0: the one that prints and writes metrics, plots, summaries."""
+  return jax.process_index() == 0
 
 
 # ----------------------------------------------------------------------------

@@ -4,13 +4,19 @@
 
 Every batch is a pure function of the step (`batch_fn(step)`), the learning
 rate lives in the optimizer state, and checkpoints hold params and optimizer
-state exactly (safetensors), so `--stop-at k` followed by `--resume` gives the
-same params and losses, bit for bit on CPU, as one uninterrupted run.
+state exactly (Orbax, `mimuon_optax.checkpoint`), so `--stop-at k` followed by
+`--resume` gives the same params and losses, bit for bit on CPU, as one
+uninterrupted run.
 
 With a `Placement` the params, optimizer state and batches live on a device
 mesh (train_lm `--mesh`): the step is jitted with their shardings as
-`in_shardings` == `out_shardings`, and checkpoints are gathered to the host,
-so a run saved on one mesh resumes on another (or on one device).
+`in_shardings` == `out_shardings`. The mesh may span several processes
+(`jax.distributed`, one per host of a pod): each process reads only the rows
+of each batch that its devices hold and the global batch is assembled from
+them; every process writes its own shards of a checkpoint and reads back
+what its devices need, so a run saved on one mesh resumes on another (or on
+one device, or with another number of processes). Only process 0 prints and
+writes metrics, config, plots and the summary.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import shutil
 import time
 from typing import Any, Callable
 
@@ -30,6 +37,7 @@ from jax.sharding import PartitionSpec as P
 
 import mimuon_optax
 from experiments import common
+from mimuon_optax import checkpoint
 
 METRICS = "metrics.jsonl"
 
@@ -39,23 +47,57 @@ class Placement:
   """Shardings of a training run on `mesh`.
 
   Attributes:
-    mesh: the device mesh.
+    mesh: the device mesh (its devices may belong to several processes).
     params: a `NamedSharding` per parameter leaf.
-    batch: the sharding of one batch (a pytree prefix of it).
+    batch: the sharding of one batch (a pytree prefix of it), split along
+      the leading (batch) axis.
+    batch_size: rows of one global batch.
   """
 
   mesh: jax.sharding.Mesh
   params: Any
   batch: Any
+  batch_size: int
 
-  def place(self, tx: optax.GradientTransformation, params: Any,
-            opt_state: Any) -> tuple[Any, Any, Any]:
-    """(params, opt_state, opt_state shardings), the first two on the mesh;
-    state leaves follow the params (`mimuon_optax.opt_state_shardings`)."""
+  def place(self, tx: optax.GradientTransformation, params: Any
+            ) -> tuple[Any, Any, Any]:
+    """(params, opt_state, opt_state shardings), the first two on the mesh.
+
+    Every process passes the same host `params` and builds only the shards
+    of its own devices; the state is initialized on the mesh, its leaves
+    following the params (`mimuon_optax.opt_state_shardings`).
+    """
     state_sharding = mimuon_optax.opt_state_shardings(
         tx.init, params, self.params, self.mesh)
-    return (jax.device_put(params, self.params),
-            jax.device_put(opt_state, state_sharding), state_sharding)
+    params = jax.tree.map(_from_host, params, self.params)
+    opt_state = jax.jit(tx.init, out_shardings=state_sharding)(params)
+    return params, opt_state, state_sharding
+
+  def local_rows(self) -> slice:
+    """The rows of each global batch that this process's devices hold."""
+    batch = jax.tree.leaves(self.batch, is_leaf=lambda x: isinstance(
+        x, jax.sharding.Sharding))[0]
+    spans = sorted({idx[0].indices(self.batch_size)[:2] for idx in
+                    batch.addressable_devices_indices_map(
+                        (self.batch_size,)).values()})
+    lo, hi = spans[0][0], spans[-1][1]
+    if sum(b - a for a, b in spans) != hi - lo:
+      raise ValueError(f"process {jax.process_index()} holds batch rows"
+                       f" {spans}, not one contiguous block")
+    return slice(lo, hi)
+
+  def assemble(self, local_batch: Any) -> Any:
+    """The global batch on the mesh from this process's `local_rows`."""
+    def one(sharding, tree):
+      return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+          sharding, np.asarray(x), (self.batch_size, *np.shape(x)[1:])), tree)
+    return jax.tree.map(one, self.batch, local_batch)
+
+
+def _from_host(x: Any, sharding: jax.sharding.Sharding) -> jax.Array:
+  host = np.asarray(x)
+  return jax.make_array_from_callback(host.shape, sharding,
+                                      lambda index: host[index])
 
 
 def train(
@@ -71,6 +113,7 @@ def train(
     items_name: str = "tokens",
     eval_keys: tuple[str, str] = ("val_loss", "train_eval_loss"),
     placement: Placement | None = None,
+    local_batch_fn: Callable[[int, slice], Any] | None = None,
 ) -> dict[str, Any]:
   """Trains `params` for `cfg.steps` steps with logging and checkpoints.
 
@@ -89,34 +132,47 @@ def train(
     eval_keys: (held-out loss, train-eval loss) keys of `evaluate`'s dict.
     placement: run on a device mesh with these shardings (default: the
       default device).
+    local_batch_fn: with a placement, `local_batch_fn(step, rows)` ->
+      `batch_fn(step)[rows]`, reading only those rows; default: slices
+      `batch_fn(step)`.
 
   Returns:
     {"params", "final" (the last record), "wall_s", "compile_s"}.
   """
   out = pathlib.Path(cfg.out)
+  main = common.is_main_process()
   out.mkdir(parents=True, exist_ok=True)
   metrics_path = out / METRICS
   ckpt_dir = out / "ckpt"
-  opt_state = tx.init(params)
-  start = 0
-  if cfg.resume and common.latest_checkpoint(ckpt_dir) is not None:
-    start, trees = common.restore_checkpoint(
-        common.latest_checkpoint(ckpt_dir),
-        {"params": params, "opt_state": opt_state})
-    params, opt_state = trees["params"], trees["opt_state"]
-    common.truncate_jsonl(metrics_path, start)
-    print(f"Resumed from step {start} ({ckpt_dir}).")
-  elif metrics_path.exists():
-    metrics_path.unlink()
-  common.write_json(out / "config.json", {**common.config_dict(cfg),
-                                          "env": common.env_info()})
-  jit_kwargs = {}
-  if placement is not None:
-    params, opt_state, state_sharding = placement.place(tx, params, opt_state)
+  jit_kwargs, get_batch = {}, batch_fn
+  if placement is None:
+    opt_state = tx.init(params)
+  else:
+    params, opt_state, state_sharding = placement.place(tx, params)
     jit_kwargs = dict(
         in_shardings=(placement.params, state_sharding, placement.batch),
         out_shardings=(placement.params, state_sharding,
                        NamedSharding(placement.mesh, P())))
+    rows = placement.local_rows()
+    read = local_batch_fn or (lambda step, rows: jax.tree.map(
+        lambda x: x[rows], batch_fn(step)))
+    get_batch = lambda step: placement.assemble(read(step, rows))
+  start = 0
+  if cfg.resume and checkpoint.latest_step(ckpt_dir) is not None:
+    start, params, opt_state = checkpoint.restore_state(
+        ckpt_dir, checkpoint.abstract_like(params, opt_state))
+    if main:
+      common.truncate_jsonl(metrics_path, start)
+      print(f"Resumed from step {start} ({ckpt_dir}).")
+  else:
+    if main:
+      if metrics_path.exists():
+        metrics_path.unlink()
+      shutil.rmtree(ckpt_dir, ignore_errors=True)  # another run's steps
+    _sync("fresh start")
+  if main:
+    common.write_json(out / "config.json", {**common.config_dict(cfg),
+                                            "env": common.env_info()})
 
   def step_fn(params, opt_state, batch):
     loss, grads = jax.value_and_grad(loss_fn)(params, batch)
@@ -125,7 +181,7 @@ def train(
 
   t0 = time.perf_counter()
   train_step = jax.jit(step_fn, donate_argnums=(0, 1), **jit_kwargs).lower(
-      params, opt_state, batch_fn(start)).compile()
+      params, opt_state, get_batch(start)).compile()
   compile_s = time.perf_counter() - t0
   is_mimuon = cfg.optimizer == "mimuon"
   counts = (common.mix_summary(opt_state, None, 1)[1] if is_mimuon else None)
@@ -136,7 +192,7 @@ def train(
   losses, window_start, t_window = [], start, time.perf_counter()
   progress = _progress(cfg, start, last)
   for step in range(start, last):
-    params, opt_state, loss = train_step(params, opt_state, batch_fn(step))
+    params, opt_state, loss = train_step(params, opt_state, get_batch(step))
     losses.append(loss)
     done = step + 1
     is_eval = done % cfg.eval_every == 0 or done == cfg.steps
@@ -159,16 +215,17 @@ def train(
     if is_eval:
       record.update(evaluate(params))
       record["gap"] = record[eval_keys[0]] - record[eval_keys[1]]
-    common.append_jsonl(metrics_path, record)
-    if is_ckpt and cfg.checkpoint:
-      common.save_checkpoint(ckpt_dir, done,
-                             {"params": params, "opt_state": opt_state})
+    if main:
+      common.append_jsonl(metrics_path, record)
+    if is_ckpt and cfg.checkpoint:  # every process writes its shards
+      checkpoint.save_state(ckpt_dir, done, params, opt_state,
+                            keep=cfg.keep_checkpoints)
     progress.update(done - window_start)
     progress.set_postfix(_postfix(record), refresh=False)
     losses, window_start, t_window = [], done, time.perf_counter()
   progress.close()
   wall_s = time.perf_counter() - t0
-  if cfg.plot and metrics_path.exists():
+  if main and cfg.plot and metrics_path.exists():
     extra = "test_acc" if eval_keys[0] == "test_loss" else None
     records = common.read_jsonl(metrics_path)
     if extra is None:
@@ -180,6 +237,13 @@ def train(
                               extra_key=extra)
   return {"params": params, "final": record, "wall_s": wall_s,
           "compile_s": compile_s}
+
+
+def _sync(name: str) -> None:
+  """Waits for every process (a no-op with one)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def _as_val(records, eval_keys):
@@ -205,7 +269,7 @@ class _NoProgress:
 
 
 def _progress(cfg, start, last):
-  if not cfg.progress:
+  if not cfg.progress or not common.is_main_process():
     return _NoProgress()
   from tqdm import tqdm
   return tqdm(total=last, initial=start, desc=os.path.basename(cfg.out),
@@ -224,7 +288,8 @@ def write_summary(cfg: Any, params: Any, result: dict[str, Any],
       "wall_s": result["wall_s"],
       "final": result["final"],
   }
-  common.write_json(pathlib.Path(cfg.out) / "summary.json", summary)
+  if common.is_main_process():
+    common.write_json(pathlib.Path(cfg.out) / "summary.json", summary)
   return {**summary, "params": result["params"]}
 
 

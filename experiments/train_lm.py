@@ -18,6 +18,15 @@ Newton-Schulz and the gap test on whole matrices spread over "fsdp"
 
   XLA_FLAGS=--xla_force_host_platform_device_count=8 \
     python -m experiments.train_lm --mesh 2x4 --batch-size 16
+
+Several processes (one per host of a TPU pod, `jax.distributed`):
+`--coordinator HOST:PORT --num-processes N --process-id I` (or
+`JAX_COORDINATOR_ADDRESS` / `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID`; on a TPU
+pod `--coordinator auto`) with `--mesh` over the devices of all of them.
+Each process reads only its rows of every batch; process 0 alone prints and
+writes metrics, plots and the summary; every process writes its shards of
+the checkpoints, so `--out` must be a directory all hosts see. Rehearse on
+one machine with `python -m experiments.launch` (N local processes).
 """
 
 from __future__ import annotations
@@ -33,7 +42,10 @@ if __package__ in (None, ""):  # `python experiments/train_lm.py`
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from experiments import common
 from experiments import data_text
@@ -50,7 +62,8 @@ EVAL_SEED_VAL, EVAL_SEED_TRAIN = 1_000_003, 1_000_033
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainLMConfig(common.LoopConfig, common.OptimizerConfig):
+class TrainLMConfig(common.LoopConfig, common.OptimizerConfig,
+                    common.DistributedConfig):
   """Configuration of `train_lm` (every field is a `--flag`)."""
 
   out: str = field("runs/train_lm", "output directory")
@@ -75,6 +88,13 @@ class TrainLMConfig(common.LoopConfig, common.OptimizerConfig):
       False, "with --mesh and --scan-layers: split layer stacks on their"
       " layer axis instead of a matrix axis")
 
+  def __post_init__(self):
+    super().__post_init__()
+    settings = common.distributed_settings(self)
+    if settings is not None and (settings[1] or 1) > 1 and self.mesh is None:
+      raise ValueError(f"--num-processes {settings[1]} needs --mesh (one mesh"
+                       " over the devices of every process)")
+
 
 def parse_mesh(spec: str) -> tuple[int, int]:
   """`"2x4"` -> `(2, 4)` (data, fsdp)."""
@@ -91,6 +111,9 @@ def make_placement(cfg: TrainLMConfig, params: Any
   if cfg.mesh is None:
     if cfg.mesh_shard_layers:
       raise ValueError("--mesh-shard-layers needs --mesh")
+    if jax.process_count() > 1:
+      raise ValueError(f"{jax.process_count()} processes need --mesh (one"
+                       " mesh over the devices of every process)")
     return None, None
   data, fsdp = parse_mesh(cfg.mesh)
   if cfg.batch_size % (data * fsdp):
@@ -102,7 +125,7 @@ def make_placement(cfg: TrainLMConfig, params: Any
   return mesh, loop.Placement(
       mesh, qwen3_sharding.param_shardings(
           params, mesh, shard_layers=cfg.mesh_shard_layers),
-      qwen3_sharding.batch_sharding(mesh))
+      qwen3_sharding.batch_sharding(mesh), cfg.batch_size)
 
 
 def model_config(preset: str, vocab_size: int, scan_layers: bool) -> Qwen3Config:
@@ -146,8 +169,19 @@ def build(cfg: TrainLMConfig) -> dict[str, Any]:
               tokenizer=tokenizer, model_config=model_cfg)
 
 
+def window_rows(sampler: data_text.WindowSampler, index: int,
+                rows: slice) -> np.ndarray:
+  """`sampler.batch(index)[rows]`, gathering only the tokens of `rows`."""
+  rng = np.random.default_rng([sampler.seed, index])
+  starts_B = rng.integers(0, len(sampler.tokens) - sampler.seq_len,
+                          size=sampler.batch_size)
+  offsets_T = np.arange(sampler.seq_len + 1)
+  return sampler.tokens[starts_B[rows, None] + offsets_T].astype(np.int32)
+
+
 def run(cfg: TrainLMConfig) -> dict[str, Any]:
   """Trains per `cfg`; returns the summary written to summary.json."""
+  common.init_distributed(cfg)  # before anything touches the devices
   cfg = common.resolve_lrs(cfg, "lm")  # config.json records the rates used
   parts = build(cfg)
   params, loss_fn = parts["params"], parts["loss_fn"]
@@ -156,13 +190,20 @@ def run(cfg: TrainLMConfig) -> dict[str, Any]:
       cfg, "lm", cfg.steps, parts["dims"], mesh=mesh,
       mesh_axes=qwen3_sharding.FSDP if mesh is not None else None)
 
+  sampler = parts["sampler"]
+  if placement is None:
+    rows, place, eval_loss = slice(None), jnp.asarray, jax.jit(loss_fn)
+  else:  # global batches from this process's rows; losses on every host
+    rows, place = placement.local_rows(), placement.assemble
+    eval_loss = jax.jit(loss_fn, out_shardings=NamedSharding(mesh, P()))
+
   def windows(tokens, seed):
-    sampler = data_text.WindowSampler(tokens, cfg.seq_len, cfg.batch_size, seed)
-    return [jnp.asarray(sampler.batch(i)) for i in range(cfg.eval_batches)]
+    fixed = data_text.WindowSampler(tokens, cfg.seq_len, cfg.batch_size, seed)
+    return [place(window_rows(fixed, i, rows))
+            for i in range(cfg.eval_batches)]
 
   val_batches = windows(parts["val_tokens"], EVAL_SEED_VAL)
   train_batches = windows(parts["train_tokens"], EVAL_SEED_TRAIN)
-  eval_loss = jax.jit(loss_fn)
 
   def evaluate(params):
     return {"val_loss": loop.mean_over_batches(eval_loss, params, val_batches),
@@ -170,9 +211,10 @@ def run(cfg: TrainLMConfig) -> dict[str, Any]:
                                                       train_batches)}
 
   result = loop.train(
-      cfg, params, tx, loss_fn, parts["sampler"].batch, evaluate,
+      cfg, params, tx, loss_fn, sampler.batch, evaluate,
       lr_schedule=schedule, items_per_step=cfg.batch_size * cfg.seq_len,
-      placement=placement)
+      placement=placement,
+      local_batch_fn=lambda step, rows: window_rows(sampler, step, rows))
   return loop.write_summary(
       cfg, params, result, train_tokens=int(len(parts["train_tokens"])),
       val_tokens=int(len(parts["val_tokens"])))
@@ -181,8 +223,9 @@ def run(cfg: TrainLMConfig) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   cfg = common.parse_config(TrainLMConfig, __doc__.split("\n\n")[0], argv)
   summary = run(cfg)
-  print(loop.final_line(cfg, summary, ("train_loss", "val_loss")))
-  print(f"results: {pathlib.Path(cfg.out).resolve()}")
+  if common.is_main_process():
+    print(loop.final_line(cfg, summary, ("train_loss", "val_loss")))
+    print(f"results: {pathlib.Path(cfg.out).resolve()}")
   return summary
 
 

@@ -4,7 +4,9 @@
   target = abstract_like(params, opt_state)         # shapes and shardings
   step, params, opt_state = restore_state("/ckpt", target)  # latest step
 
-Each process writes its own shards; restoring onto a target whose leaves
+Each process writes its own shards (with several processes, as on a TPU pod,
+``path`` must be a directory every host sees: a shared file system or a
+``gs://`` bucket, and every process must call these functions); restoring onto a target whose leaves
 carry shardings (``abstract_like`` keeps the arrays' shardings, or pass
 ``jax.ShapeDtypeStruct(shape, dtype, sharding=...)`` leaves for a new mesh)
 reads every shard straight onto its device. The optimizer state's structure
@@ -25,6 +27,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 
 INSTALL_HINT = ('mimuon_optax.checkpoint needs Orbax: pip install'
                 ' orbax-checkpoint (or pip install "mimuon_optax[experiments]")')
@@ -47,14 +50,31 @@ def abstract_like(params: Any, opt_state: Any) -> dict[str, Any]:
           'opt_state': jax.tree.map(as_struct, opt_state)}
 
 
-def _manager(path: str):
-  return _orbax().CheckpointManager(os.path.abspath(os.fspath(path)))
-
-
-def save_state(path: str, step: int, params: Any, opt_state: Any) -> None:
-  """Writes ``params`` and ``opt_state`` to ``path/<step>`` and waits."""
+def _manager(path: str, keep: int | None = None):
+  path = os.fspath(path)
+  if '://' not in path:  # gs://... stays as it is
+    path = os.path.abspath(path)
   ocp = _orbax()
+  return ocp.CheckpointManager(
+      path, options=ocp.CheckpointManagerOptions(max_to_keep=keep))
+
+
+def latest_step(path: str) -> int | None:
+  """The newest step saved under ``path``; None if there is none."""
+  if '://' not in os.fspath(path) and not os.path.isdir(path):
+    return None
   with _manager(path) as manager:
+    return manager.latest_step()
+
+
+def save_state(path: str, step: int, params: Any, opt_state: Any,
+               keep: int | None = None) -> None:
+  """Writes ``params`` and ``opt_state`` to ``path/<step>`` and waits.
+
+  ``keep``: delete all but the newest ``keep`` steps (None: keep all).
+  """
+  ocp = _orbax()
+  with _manager(path, keep) as manager:
     manager.save(int(step), args=ocp.args.StandardSave(
         {'params': params, 'opt_state': opt_state}))
     manager.wait_until_finished()
@@ -84,3 +104,23 @@ def restore_state(path: str, abstract_tree: dict[str, Any],
     restored = manager.restore(
         int(step), args=ocp.args.StandardRestore(abstract_tree))
   return int(step), restored['params'], restored['opt_state']
+
+
+def load_numpy(path: str, step: int | None = None) -> dict[str, Any]:
+  """Every array of a :func:`save_state` checkpoint as numpy, on this host.
+
+  Keys are ``"params" + keystr`` and ``"opt_state" + keystr`` of the saved
+  trees (dicts and sequences as orbax stores them); for inspecting and
+  comparing checkpoints, not for resuming (use :func:`restore_state`).
+  """
+  ocp = _orbax()
+  step = latest_step(path) if step is None else step
+  if step is None:
+    raise FileNotFoundError(f'No checkpoint under {path!r}.')
+  item = os.path.join(os.fspath(path), str(step), 'default')
+  checkpointer = ocp.StandardCheckpointer()
+  stored = checkpointer.metadata(item).item_metadata.tree
+  tree = checkpointer.restore(item, jax.tree.map(
+      lambda m: np.empty(m.shape, m.dtype), stored))
+  return {jax.tree_util.keystr(p): np.asarray(x)
+          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}

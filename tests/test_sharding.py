@@ -425,6 +425,7 @@ def case_train_lm() -> dict:
       __file__))))
   from experiments import common
   from experiments import train_lm
+  from mimuon_optax import checkpoint
 
   tmp = tempfile.mkdtemp()
 
@@ -444,8 +445,7 @@ def case_train_lm() -> dict:
     return float(np.mean([r['orth_frac_mean'] for r in records]))
 
   def ckpt(name):
-    from safetensors.numpy import load_file
-    return load_file(str(common.latest_checkpoint(f'{tmp}/{name}/ckpt')))
+    return checkpoint.load_numpy(f'{tmp}/{name}/ckpt')
 
   single = run('single')
   result = {'single_first': single[0]['train_loss'],
