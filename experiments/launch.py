@@ -12,7 +12,8 @@ devices, the way the hosts of a TPU pod see theirs. Every child runs in its
 own process group. If one exits non-zero, or `--timeout` passes, or the
 launcher is interrupted, the others get SIGTERM, then SIGKILL after
 `--grace` seconds, and the launcher exits non-zero (the failed child's code,
-124 on timeout); it returns only when no child is left.
+124 on timeout); it returns only when no child is left. On Linux a child
+also gets SIGKILL if the launcher itself is killed.
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ def child_env(port: int, num_processes: int, process_id: int,
           p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
 
 
+def _die_with_parent() -> None:
+  """In the child (Linux): SIGKILL when the launcher dies, even by SIGKILL."""
+  if sys.platform.startswith("linux"):
+    import ctypes  # pylint: disable=g-import-not-at-top
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
   try:
     os.killpg(proc.pid, sig)  # the child's own group: it and its children
@@ -97,7 +106,7 @@ def launch(args: Sequence[str], *, num_processes: int,
       procs.append(subprocess.Popen(
           [sys.executable, "-m", module, *args], cwd=os.getcwd(),
           env=child_env(port, num_processes, i, devices_per_process),
-          start_new_session=True))
+          start_new_session=True, preexec_fn=_die_with_parent))
     _log(f"{num_processes} processes x {devices_per_process} devices,"
          f" coordinator 127.0.0.1:{port}, pids"
          f" {' '.join(str(p.pid) for p in procs)}")

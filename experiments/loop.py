@@ -168,7 +168,8 @@ def train(
     if main:
       if metrics_path.exists():
         metrics_path.unlink()
-      shutil.rmtree(ckpt_dir, ignore_errors=True)  # another run's steps
+      if cfg.checkpoint:  # another run's steps would outrank this run's
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     _sync("fresh start")
   if main:
     common.write_json(out / "config.json", {**common.config_dict(cfg),

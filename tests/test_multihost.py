@@ -215,9 +215,9 @@ def test_launcher_stops_everything_when_one_process_dies(tmp_path, shared):
                   str(out), "--cache-dir", shared["cache_dir"], timeout=200),
       cwd=ROOT, env=_env(shared), stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE, text=True)
+  children = []
   try:
     deadline = time.monotonic() + 180
-    children = []
     while time.monotonic() < deadline:  # wait until it trains
       if len(children) < 2:
         children = _children(launcher.pid)
@@ -237,10 +237,32 @@ def test_launcher_stops_everything_when_one_process_dies(tmp_path, shared):
     if launcher.poll() is None:
       launcher.kill()
       launcher.wait()
+    for child in children:  # only if the launcher failed to
+      try:
+        os.killpg(child, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
   assert launcher.returncode != 0
   assert time.monotonic() - killed_at < 60
   assert "exited with -9; stopping the others" in stderr, stderr[-3000:]
   assert _alive_in_groups(set(children)) == [], "processes left behind"
+
+
+def test_mesh_path_across_processes_has_no_gram_all_reduce(shared):
+  """muon/mimuon mesh= on a mesh over two processes: no Gram all-reduce."""
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.launch", "--num-processes", "2",
+       "--devices-per-process", "4", "--timeout", "200", "--module",
+       "tests.test_multihost", "--", "hlo"], cwd=ROOT, capture_output=True,
+      text=True, timeout=RUN_TIMEOUT, env=_env(shared))
+  _check(proc)
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result["process_count"] == 2
+  assert result["distributed_gram_all_reduces"] == 0
+  assert result["mimuon_distributed_gram_all_reduces"] == 0
+  assert result["gspmd_gram_all_reduces"] >= 6  # >= one per NS iteration
+  assert result["distributed_collectives_3"] == result[
+      "distributed_collectives_6"]
 
 
 def test_flags_are_checked(monkeypatch):
@@ -303,3 +325,18 @@ def test_process_rows_and_windows(tmp_path):
   assert env["JAX_COORDINATOR_ADDRESS"] == f"127.0.0.1:{port}"
   assert env["JAX_PROCESS_ID"] == "1" and env["JAX_NUM_PROCESSES"] == "2"
   assert env["XLA_FLAGS"].endswith("--xla_force_host_platform_device_count=4")
+
+
+def case_hlo() -> dict:
+  """tests/test_sharding.py's HLO case on a 2x4 mesh over two processes."""
+  common.init_distributed(common.DistributedConfig())  # from JAX_* variables
+  import jax
+  from tests import test_sharding
+  assert jax.process_count() == 2 and jax.local_device_count() == 4
+  return {**test_sharding.case_hlo(), "process_count": jax.process_count()}
+
+
+if __name__ == "__main__":
+  _result = globals()[f"case_{sys.argv[1]}"](*sys.argv[2:])
+  if common.is_main_process():
+    print(json.dumps(_result))
