@@ -7,7 +7,9 @@ Each module is a script (`python -m experiments.<name> --help`, or
   data_images   Fashion-MNIST (IDX files) and sklearn digits
   train_lm      Qwen3-architecture LM on Shakespeare (AdamW / Muon / MiMuon)
   train_vision  small CNN (or MLP) on Fashion-MNIST / digits
+  tau_sweep     Muon vs MiMuon across tau: lr on validation, seeds on test
   gen_gap       generalization gap vs training-set size, several seeds
+  qwen3_0_6b    the full Qwen3-0.6B shapes trained with mimuon() on the CPU
   spectra       singular-value spectra and min gaps of real momenta
   gate_scaling  which gap statistic is size-free (random matrices, k=16..1024)
   compare       the three optimizers on one task -> markdown table + plot

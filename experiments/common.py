@@ -560,6 +560,14 @@ def plot_loss_curves(runs: dict[str, list[dict]], path: str | os.PathLike,
   plt.close(fig)
 
 
+def save_figure(fig: Any, path: str | os.PathLike) -> None:
+  """Lays out, writes (110 dpi) and closes a matplotlib figure."""
+  import matplotlib.pyplot as plt
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   """A GitHub markdown table; floats get 4 significant digits."""
   def cell(x):

@@ -125,6 +125,19 @@ def subset(data: ImageData, n: int | None, seed: int = 0) -> ImageData:
                              y_train=data.y_train[keep])
 
 
+def split_validation(data: ImageData, n_val: int, seed: int
+                     ) -> tuple[ImageData, tuple[np.ndarray, np.ndarray]]:
+  """Holds out `n_val` training examples (a seeded permutation) for choosing
+  hyperparameters: (data without them, (x_val, y_val)); test unchanged."""
+  if not 0 < n_val < len(data.x_train):
+    raise ValueError(f"n_val must be in (0, {len(data.x_train)}), got {n_val}")
+  order = np.random.default_rng(seed).permutation(len(data.x_train))
+  val, train = order[:n_val], np.sort(order[n_val:])
+  return (dataclasses.replace(data, x_train=data.x_train[train],
+                              y_train=data.y_train[train]),
+          (data.x_train[val], data.y_train[val]))
+
+
 def batch_indices(num_examples: int, batch_size: int, seed: int,
                   step: int) -> np.ndarray:
   """Indices of the examples in step `step`'s batch: a pure function of

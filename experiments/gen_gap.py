@@ -1,143 +1,138 @@
-"""Generalization gap vs training-set size, per optimizer, over seeds.
+"""Generalization gap vs training-set size N for AdamW, Muon and MiMuon, over seeds.
 
-  python -m experiments.gen_gap                       # the committed result
-  python -m experiments.gen_gap --sweep               # its lr sweep
+  python -m experiments.gen_gap --from-sweep experiments/results/tau_sweep_vision \\
+      --out experiments/results/gen_gap
 
-For every training-set size N (the first N of a seeded permutation of
-Fashion-MNIST's 60k), optimizer and seed, an MLP (784-256-256-10) trains for
-the same step budget; then train loss (all N examples, eval mode), test loss
-(10k) and their gap are measured. Small N is trained for many epochs and
-overfits; the question is whether MiMuon's cautious orthogonalization changes
-the gap. Writes results.json (every run), results.csv (mean and std over
-seeds), gen_gap.png (gap and test accuracy vs N, log-x) and COMMAND.md.
+The CNN and Fashion-MNIST splits of `tau_sweep --task vision` (54k train,
+6k validation, 10k test). For every N (the first N of a seeded permutation
+of the 54k), optimizer and seed, the CNN trains for the same step budget;
+then the train loss (eval mode, on the N examples, at most 10k of them), the
+test loss and accuracy (10k) and the gap test - train are measured. Small N
+is trained for many epochs and overfits: the paper's bound says MiMuon's gap
+shrinks like 1/N, Muon's like 1/(N kappa^T).
+
+Learning rates and tau are not chosen here (the test split would leak into
+them): `--from-sweep` reads, from a `tau_sweep` vision result, the lr each
+arm kept on the validation split and the MiMuon arm whose orthogonalized
+fraction is closest to `--target-fraction` (0.5, the arm that mixes most)
+with `--sgd-scale`. Without it, give `--lrs` and `--tau`.
+
+Writes results.json (every run), results.csv and results.md (mean and std
+over seeds), gen_gap.png (gap vs N, log-log; test accuracy vs N) and
+COMMAND.md.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import pathlib
 import shlex
 import sys
 import time
 from typing import Any, Sequence
 
-if __package__ in (None, ""):  # `python experiments/gen_gap.py`
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-  import experiments  # noqa: F401  (sets OPENBLAS_NUM_THREADS first)
-
-import jax
 import numpy as np
-import optax
 
-import mimuon_optax
 from experiments import common
 from experiments import data_images
+from experiments import tau_sweep
 from experiments import train_vision
 from experiments.common import field
 
-# Tuned at N=10000, seed 0 (`--sweep`, see experiments/README.md).
-DEFAULT_LRS = {"adamw": 1e-3, "muon": 3e-3, "mimuon": 0.3}
-ADAM_LR = 3e-3
+ARMS = ("adamw", "muon", "mimuon")
+METRICS = ("train_loss", "test_loss", "gap", "test_acc", "orth_frac")
 
 
 @dataclasses.dataclass(frozen=True)
-class GenGapConfig(common.OptimizerConfig):
-  """Configuration of `gen_gap` (every field is a `--flag`).
-
-  `--optimizer` and `--lr` are set per run from `--optimizers` / `--lrs`;
-  `--adam-lr` none means ADAM_LR.
-  """
+class GenGapConfig:
+  """Configuration of `gen_gap` (every field is a `--flag`)."""
 
   out: str = field("runs/gen_gap", "output directory")
-  dataset: str = field("fashion", "dataset",
-                       choices=train_vision.data_images.DATASETS)
-  data_dir: str | None = field(None, "Fashion-MNIST folder; none: default")
-  model: str = field("mlp", "model", choices=train_vision.MODELS)
-  width: int = field(16, "cnn channels")
-  hidden: int = field(256, "hidden units")
-  sizes: tuple[int, ...] = field((1000, 3000, 10000, 30000, 60000),
+  from_sweep: str | None = field(
+      None, "a tau_sweep --task vision output folder: lrs and tau from it")
+  target_fraction: float = field(
+      0.5, "with --from-sweep: the MiMuon arm whose orthogonalized fraction"
+      " is closest to this", minimum=0)
+  sgd_scale: str = field("none", "MiMuon SGD-branch scale",
+                         choices=("none", "rms_match"))
+  lrs: tuple[float, ...] | None = field(
+      None, "without --from-sweep: peak lr of adamw, muon, mimuon")
+  tau: float | None = field(None, "without --from-sweep: MiMuon spacing tau",
+                            minimum=0)
+  sizes: tuple[int, ...] = field((1000, 3000, 10000, 30000, 54000),
                                  "training-set sizes N", minimum=1)
   seeds: tuple[int, ...] = field((0, 1, 2), "seeds (init, subset, batches)")
-  optimizers: tuple[str, ...] = field(common.OPTIMIZERS, "optimizers",
-                                      choices=common.OPTIMIZERS)
   steps: int = field(600, "steps per run (the same budget for every N)",
                      minimum=1)
-  batch_size: int = field(128, "examples per step", minimum=1)
-  lrs: tuple[float, ...] | None = field(
-      None, "peak lr per optimizer (same order); none: gen_gap.DEFAULT_LRS")
-  sweep: bool = field(False, "run the lr sweep (at --sweep-size, seed 0)")
-  sweep_size: int = field(10000, "N of the sweep runs")
-  sweep_adamw: tuple[float, ...] = field((1e-3, 3e-3, 1e-2), "AdamW grid")
-  sweep_muon: tuple[float, ...] = field((0.01, 0.03, 0.1), "Muon grid")
-  sweep_mimuon: tuple[float, ...] = field((0.01, 0.03, 0.1, 0.3, 1.0),
-                                          "MiMuon grid")
+  warmup_steps: int = field(30, "linear warmup steps", minimum=0)
+  batch_size: int = field(16, "examples per step / 8 (as in tau_sweep)",
+                          minimum=1)
+  data_dir: str | None = field(None, "Fashion-MNIST folder; none: default")
+  dataset: str = field("fashion", "dataset", choices=data_images.DATASETS)
+  width: int = field(16, "CNN channels")
+  hidden: int = field(128, "CNN hidden units")
+  model: str = field("cnn", "model", choices=train_vision.MODELS)
 
 
-class Trainer:
-  """One compiled step per optimizer, reused for every N and seed."""
+def settings(cfg: GenGapConfig) -> tuple[dict[str, tau_sweep.Arm],
+                                         dict[str, float], dict[str, Any]]:
+  """(arms, lrs, provenance) from `--from-sweep` or `--lrs`/`--tau`."""
+  if cfg.from_sweep is None:
+    if cfg.lrs is None or cfg.tau is None or len(cfg.lrs) != len(ARMS):
+      raise ValueError("Without --from-sweep, give --lrs (adamw muon mimuon)"
+                       " and --tau.")
+    tau, lrs, source = cfg.tau, dict(zip(ARMS, cfg.lrs)), "given"
+  else:
+    path = pathlib.Path(cfg.from_sweep) / "runs.json"
+    if not path.exists():
+      raise FileNotFoundError(f"--from-sweep: {path} not found")
+    sweep = json.loads(path.read_text())
+    if sweep["config"]["task"] != "vision":
+      raise ValueError(f"--from-sweep: {path} is not a vision sweep")
+    gated = [r for r in sweep["rows"] if r["optimizer"] == "mimuon"
+             and r["sgd_scale"] == cfg.sgd_scale and np.isfinite(r["tau"])]
+    if not gated:
+      raise ValueError(f"--from-sweep: no MiMuon arm with sgd_scale"
+                       f" {cfg.sgd_scale!r} in {path}")
+    best = min(gated, key=lambda r: abs(r["orth_frac_mean"]
+                                        - cfg.target_fraction))
+    tau = best["tau"]
+    lrs = {"adamw": sweep["chosen_lr"]["adamw"],
+           "muon": sweep["chosen_lr"]["muon"], "mimuon": best["lr"]}
+    source = (f"{path}: arm {best['arm']} (orth. fraction"
+              f" {best['orth_frac_mean']:.2f} at N=54k); lrs chosen there on"
+              " the validation split")
+  arms = {"adamw": tau_sweep.Arm("adamw", "adamw", "adamw"),
+          "muon": tau_sweep.Arm("muon", "muon", "muon"),
+          "mimuon": tau_sweep.Arm(f"mimuon-{tau:.3g}-{cfg.sgd_scale}",
+                                  "mimuon", "muon", tau, cfg.sgd_scale)}
+  return arms, lrs, {"source": source, "tau": tau, "lrs": lrs}
 
-  def __init__(self, cfg: GenGapConfig, data: data_images.ImageData,
-               optimizer: str, lr: float):
-    self.cfg, self.data, self.optimizer = cfg, data, optimizer
-    graphdef, params = train_vision.init_model(cfg, data, 0)
-    opt_cfg = dataclasses.replace(cfg, optimizer=optimizer, lr=lr,
-                                  adam_lr=cfg.adam_lr or ADAM_LR)
-    self.tx, _ = common.make_optimizer(
-        opt_cfg, "vision", cfg.steps,
-        train_vision.vision_dimension_numbers(params))
-    loss_fn, self.eval_fn = train_vision.make_loss_fns(graphdef)
-    tx = self.tx
 
-    @jax.jit
-    def step(params, opt_state, x, y):
-      loss, grads = jax.value_and_grad(loss_fn)(params, (x, y))
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), opt_state, loss
-
-    self.step = step
-
-  def run(self, n: int, seed: int) -> dict[str, Any]:
-    cfg = self.cfg
-    data = data_images.subset(self.data, n, seed)
-    _, params = train_vision.init_model(cfg, data, seed)
-    opt_state = self.tx.init(params)
-    x, y = data.x_train, data.y_train
-    t0 = time.perf_counter()
-    for step in range(cfg.steps):
-      idx = data_images.batch_indices(len(x), cfg.batch_size, seed, step)
-      params, opt_state, _ = self.step(params, opt_state, x[idx], y[idx])
-    train_loss, train_acc = train_vision.evaluate_split(self.eval_fn, params,
-                                                        x, y)
-    test_loss, test_acc = train_vision.evaluate_split(
-        self.eval_fn, params, data.x_test, data.y_test)
-    orth = None
-    if self.optimizer == "mimuon":  # mean over matrices of orth_count/steps
-      counts = common.flat_per_matrix(
-          mimuon_optax.mix_diagnostics(opt_state).orth_count)
-      orth = float(np.mean([c.mean() for c in counts.values()]) / cfg.steps)
-    return {"n": len(x), "seed": seed, "train_loss": train_loss,
-            "test_loss": test_loss, "gap": test_loss - train_loss,
-            "train_acc": train_acc, "test_acc": test_acc, "orth_frac": orth,
-            "wall_s": time.perf_counter() - t0}
+def sweep_config(cfg: GenGapConfig) -> tau_sweep.TauSweepConfig:
+  """The tau_sweep settings this study trains with (one eval at the end)."""
+  return tau_sweep.TauSweepConfig(
+      task="vision", steps=cfg.steps, warmup_steps=cfg.warmup_steps,
+      eval_every=cfg.steps, batch_size=cfg.batch_size, data_dir=cfg.data_dir,
+      dataset=cfg.dataset, width=cfg.width, hidden=cfg.hidden,
+      model=cfg.model)
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
   """Mean and std (ddof=1) over seeds per (optimizer, n)."""
   rows = []
-  keys = sorted({(r["optimizer"], r["n"]) for r in runs},
-                key=lambda k: (common.OPTIMIZERS.index(k[0]), k[1]))
-  for opt, n in keys:
-    group = [r for r in runs if r["optimizer"] == opt and r["n"] == n]
-    row = {"optimizer": opt, "n": n, "seeds": len(group), "lr": group[0]["lr"]}
-    for metric in ("train_loss", "test_loss", "gap", "train_acc", "test_acc",
-                   "orth_frac"):
-      if group[0].get(metric) is None:
-        continue
-      values = np.array([r[metric] for r in group])
-      row[f"{metric}_mean"] = float(values.mean())
-      row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    rows.append(row)
+  for opt in ARMS:
+    for n in sorted({r["n"] for r in runs if r["optimizer"] == opt}):
+      group = [r for r in runs if r["optimizer"] == opt and r["n"] == n]
+      row = {"optimizer": opt, "arm": group[0]["arm"], "n": n,
+             "seeds": len(group), "lr": group[0]["lr"]}
+      for m in METRICS:
+        if all(m in r for r in group):
+          row[f"{m}_mean"], row[f"{m}_std"] = tau_sweep._stats(
+              [r[m] for r in group])
+      rows.append(row)
   return rows
 
 
@@ -145,120 +140,91 @@ def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  for i, opt in enumerate(dict.fromkeys(r["optimizer"] for r in rows)):
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  for i, opt in enumerate(ARMS):
     sel = [r for r in rows if r["optimizer"] == opt]
-    n = [r["n"] for r in sel]
+    if not sel:
+      continue
     color, ls, marker = common.curve_style(i)
+    n = np.array([r["n"] for r in sel], float) * (1 + 0.04 * (i - 1))  # dodge
     for ax, metric in zip(axes, ("gap", "test_acc")):
       ax.errorbar(n, [r[f"{metric}_mean"] for r in sel],
                   yerr=[r[f"{metric}_std"] for r in sel], color=color, ls=ls,
-                  marker=marker, capsize=3,
-                  label=f"{opt} (lr {sel[0]['lr']:g}; bars: std over seeds)")
-  for ax, label in zip(axes, ("test loss - train loss", "test accuracy")):
+                  marker=marker, capsize=3, mfc="none" if i % 2 else color,
+                  label=f"{sel[0]['arm']} (lr {sel[0]['lr']:g})")
+  axes[0].set_yscale("log")
+  for ax, label in zip(axes, ("test loss - train loss (log)", "test accuracy")):
     ax.set_xscale("log")
-    ax.set_xlabel("training examples N")
+    ax.set_xlabel("training examples N (log)")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, title="bars: ±std over seeds", title_fontsize=8)
   fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  common.save_figure(fig, path)
 
 
-def _lr_for(cfg: GenGapConfig, opt: str) -> float:
-  if cfg.lrs is None:
-    return DEFAULT_LRS[opt]
-  return cfg.lrs[cfg.optimizers.index(opt)]
-
-
-def sweep(cfg: GenGapConfig, data, command: str) -> None:
-  out = pathlib.Path(cfg.out) / "sweep"
-  out.mkdir(parents=True, exist_ok=True)
-  grids = {"adamw": cfg.sweep_adamw, "muon": cfg.sweep_muon,
-           "mimuon": cfg.sweep_mimuon}
-  t0, results = time.perf_counter(), []
-  for opt in cfg.optimizers:
-    for lr in grids[opt]:
-      r = Trainer(cfg, data, opt, lr).run(cfg.sweep_size, 0)
-      results.append({"optimizer": opt, "lr": lr, **r})
-      print(f"{opt} lr={lr:g}: test_loss {r['test_loss']:.4f} test_acc"
-            f" {r['test_acc']:.4f} train_loss {r['train_loss']:.4f}", flush=True)
-  best = {}
-  for r in results:
-    if r["optimizer"] not in best or r["test_loss"] < best[r["optimizer"]]["test_loss"]:
-      best[r["optimizer"]] = r
-  rows = [[r["optimizer"], f"{r['lr']:g}" + (" **best**" if best[r["optimizer"]] is r else ""),
-           r["train_loss"], r["test_loss"], r["gap"], r["test_acc"]]
-          for r in results]
-  wall = time.perf_counter() - t0
-  table = common.markdown_table(
-      ["optimizer", "peak lr", "train loss", "test loss", "gap", "test acc"], rows)
-  (out / "sweep.md").write_text(
-      f"# gen_gap lr sweep: {cfg.model} on {cfg.dataset}, N={cfg.sweep_size},"
-      f" {cfg.steps} steps, seed 0\n\n{table}\n")
-  common.write_json(out / "sweep.json", {"config": common.config_dict(cfg),
-                                         "results": results})
-  common.write_command_md(out, "gen_gap lr sweep", command, [0], wall,
-                          [f"AdamW lr of the non-matrix leaves: {ADAM_LR}"])
-  print(table)
-
-
-def main(argv: Sequence[str] | None = None) -> list[dict]:
-  cfg = common.parse_config(GenGapConfig, __doc__.split("\n\n")[0], argv)
-  args = sys.argv[1:] if argv is None else list(argv)
-  command = "python -m experiments.gen_gap " + shlex.join(args)
-  data = data_images.load_images(cfg.dataset, cfg.data_dir)
-  if cfg.sweep:
-    sweep(cfg, data, command)
-    return []
+def run(cfg: GenGapConfig, command: str = "") -> list[dict]:
+  arms, lrs, provenance = settings(cfg)
   out = pathlib.Path(cfg.out)
   out.mkdir(parents=True, exist_ok=True)
+  scfg = sweep_config(cfg)
+  splits = tau_sweep.vision_splits(scfg)
   t0, runs = time.perf_counter(), []
-  for opt in cfg.optimizers:
-    lr = _lr_for(cfg, opt)
-    trainer = Trainer(cfg, data, opt, lr)
+  for opt in ARMS:
+    arm, lr = arms[opt], lrs[opt]
+    step_fn = None  # compiled once per arm: shapes do not depend on N
     for n in cfg.sizes:
       for seed in cfg.seeds:
-        r = {"optimizer": opt, "lr": lr, **trainer.run(n, seed)}
+        task = tau_sweep.vision_task(scfg, splits, n, seed)
+        if step_fn is None:
+          step_fn = tau_sweep.compile_step(
+              task, tau_sweep.optimizer(scfg, task, arm, lr, cfg.steps))
+        r = tau_sweep.train_one(scfg, task, arm, lr, seed, step_fn)
+        r = {"optimizer": opt, "n": task.info["train"],
+             **{k: v for k, v in r.items() if k != "curve"}}
         runs.append(r)
-        print(f"{opt} N={r['n']} seed={seed}: train {r['train_loss']:.4f} test"
-              f" {r['test_loss']:.4f} gap {r['gap']:.4f} acc"
+        print(f"{arm.name} N={r['n']} seed={seed}: train {r['train_loss']:.4f}"
+              f" test {r['test_loss']:.4f} gap {r['gap']:.4f} acc"
               f" {r['test_acc']:.4f} ({r['wall_s']:.1f}s)", flush=True)
   wall = time.perf_counter() - t0
   rows = aggregate(runs)
   common.write_json(out / "results.json", {
-      "config": common.config_dict(cfg), "command": command,
-      "env": common.env_info(), "wall_s": wall, "runs": runs,
-      "summary": rows})
+      "config": dataclasses.asdict(cfg), "command": command,
+      "settings": provenance, "env": common.env_info(), "wall_s": wall,
+      "runs": runs, "summary": rows})
   with open(out / "results.csv", "w", newline="") as f:
     fields = list(dict.fromkeys(k for r in rows for k in r))
     writer = csv.DictWriter(f, fieldnames=fields, restval="")
     writer.writeheader()
     writer.writerows(rows)
   title = (f"{cfg.model} on {cfg.dataset}, {cfg.steps} steps x"
-           f" {cfg.batch_size}, mean +- std over seeds {list(cfg.seeds)}")
+           f" {8 * cfg.batch_size}; mean ± std over seeds {list(cfg.seeds)}")
   plot(rows, out / "gen_gap.png", title)
+  pm = lambda r, m: (f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}"
+                     if f"{m}_mean" in r else "-")
   table = common.markdown_table(
-      ["optimizer", "N", "train loss", "test loss", "gap", "test acc",
-       "orth. frac"],
-      [[r["optimizer"], r["n"],
-        f"{r['train_loss_mean']:.4f} ± {r['train_loss_std']:.4f}",
-        f"{r['test_loss_mean']:.4f} ± {r['test_loss_std']:.4f}",
-        f"{r['gap_mean']:.4f} ± {r['gap_std']:.4f}",
-        f"{r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f}",
-        f"{r['orth_frac_mean']:.3f}" if "orth_frac_mean" in r else "-"]
-       for r in rows])
-  (out / "results.md").write_text(f"# gen_gap: {title}\n\n{table}\n")
+      ["arm", "N", "train loss", "test loss", "gap", "test acc",
+       "orth. fraction"],
+      [[r["arm"], r["n"], pm(r, "train_loss"), pm(r, "test_loss"),
+        pm(r, "gap"), pm(r, "test_acc"), pm(r, "orth_frac")] for r in rows])
+  (out / "results.md").write_text(
+      f"# gen_gap: {title}\n\nSettings: {provenance['source']}.\n\n{table}\n")
   common.write_command_md(
       out, "gen_gap: generalization gap vs training-set size", command,
       cfg.seeds, wall,
-      [f"lrs: {', '.join(f'{o} {_lr_for(cfg, o):g}' for o in cfg.optimizers)}"
-       f" (matrix lr; AdamW lr of non-matrix leaves {ADAM_LR})",
-       f"MiMuon: tau={cfg.tau}, tau_mode={cfg.tau_mode},"
-       f" sgd_scale={cfg.sgd_scale}"])
+      [f"lrs: {', '.join(f'{o} {lrs[o]:g}' for o in ARMS)} (matrix lr;"
+       f" AdamW lr of non-matrix leaves {tau_sweep.ADAM_LR['vision']})",
+       f"MiMuon: tau={provenance['tau']:.3g} (spacing), sgd_scale="
+       f"{cfg.sgd_scale}", f"settings: {provenance['source']}"])
   print(table)
+  return runs
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+  cfg = common.parse_config(GenGapConfig, __doc__.split("\n\n")[0], argv)
+  args = sys.argv[1:] if argv is None else list(argv)
+  runs = run(cfg, "python -m experiments.gen_gap " + shlex.join(args))
+  print(f"results: {pathlib.Path(cfg.out).resolve()}")
   return runs
 
 

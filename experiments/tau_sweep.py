@@ -1,0 +1,593 @@
+"""Muon vs MiMuon across the gate threshold: lr chosen on validation, seeds reported on test.
+
+  python -m experiments.tau_sweep --task lm --out experiments/results/tau_sweep_lm
+  python -m experiments.tau_sweep --task vision --out experiments/results/tau_sweep_vision
+
+The protocol, per task:
+1. Calibrate tau (unless `--taus`): train `mimuon(tau=0)` (= Muon, which
+   records the gate statistic rho of every matrix at every step) at the
+   middle of Muon's lr grid for `--calib-steps` steps, seed 0, and take the
+   quantiles of the pooled rho at 0.1 / 0.5 / 0.8: taus whose orthogonalized
+   fraction on Muon's own trajectory is about 0.9 / 0.5 / 0.2.
+2. Arms: AdamW; Muon (tau = 0); MiMuon at each tau with each `--sgd-scales`
+   (`none` is the paper's one eta, `rms_match` rescales the SGD step to the
+   orthogonalized step's RMS); momentum SGD (tau = inf) with each scale.
+3. lr: AdamW, Muon and sgd-none train seed 0 at every lr of their grid;
+   the lr with the lowest *validation* loss is kept. The test split is
+   evaluated too but never read by the selection. MiMuon and sgd-rms_match
+   (whose step has Muon's RMS) use the lr kept for Muon: the paper's one
+   eta, which if anything favours Muon (`--sweep-gated` sweeps them too).
+4. The other seeds train at the kept lr. Reported per arm: mean +- std over
+   seeds of train loss, test loss, test - train gap (and test accuracy for
+   vision), the orthogonalized fraction (mean over matrices and steps), and
+   the paired test-loss difference to Muon (same seed = same init and batch
+   order), marked as exceeding the seed spread when |mean| > 2 std / sqrt(n).
+
+Splits. lm: the tiny Qwen3 on Shakespeare with the real Qwen3 tokenizer,
+split by work (`VAL_PLAYS`, `TEST_PLAYS`, the rest trains); the model's
+vocabulary is the 21,074 Qwen3 ids that occur in the corpus, renumbered
+densely (`data_text.compact_vocab`), so that the output layer fits a CPU.
+vision: the CNN on Fashion-MNIST, 54k train / 6k validation (a fixed
+permutation of the official 60k, seed 1234) / the official 10k test.
+
+Writes to `--out`: runs.json (every run), results.csv and results.md (per
+arm), tau_sweep.png (test loss and gap vs orthogonalized fraction, seed
+bars), curves.png (validation loss vs step per arm, seed band) and COMMAND.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import pathlib
+import shlex
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import mimuon_optax
+from experiments import common
+from experiments import data_images
+from experiments import data_text
+from experiments import loop
+from experiments import train_lm
+from experiments import train_vision
+from experiments.common import field
+from mimuon_optax.models.qwen3 import Qwen3ForCausalLM
+from mimuon_optax.models.qwen3 import qwen3_weight_dimension_numbers
+
+TASKS = ("lm", "vision")
+VAL_PLAYS = ("macbeth", "tempest")
+TEST_PLAYS = ("hamlet", "twelfth_night")
+VISION_VAL = 6000
+VISION_SPLIT_SEED = 1234
+CALIB_QUANTILES = (0.1, 0.5, 0.8)  # -> orthogonalized fraction ~0.9/0.5/0.2
+# Peak lr grids per arm family (`--grid-scale` multiplies them).
+GRIDS = {
+    "lm": {"adamw": (3e-3, 1e-2, 3e-2), "muon": (3e-3, 1e-2, 3e-2),
+           "sgd_none": (0.3, 1.0, 3.0)},
+    "vision": {"adamw": (3e-3, 1e-2, 3e-2), "muon": (0.01, 0.03, 0.1),
+               "sgd_none": (0.03, 0.1, 0.3)},
+}
+ADAM_LR = {"lm": 3e-3, "vision": 3e-3}  # AdamW lr of Muon/MiMuon's other leaves
+
+
+@dataclasses.dataclass(frozen=True)
+class TauSweepConfig:
+  """Configuration of `tau_sweep` (every field is a `--flag`)."""
+
+  task: str = field("lm", "task", choices=TASKS)
+  out: str = field("runs/tau_sweep", "output directory")
+  steps: int = field(600, "training steps per run", minimum=1)
+  warmup_steps: int = field(30, "linear warmup steps", minimum=0)
+  eval_every: int = field(100, "validation loss every k steps (curves)",
+                          minimum=1)
+  seeds: tuple[int, ...] = field((0, 1, 2), "seeds; the first picks the lr")
+  taus: tuple[float, ...] | None = field(
+      None, "MiMuon spacing taus; none: calibrated (see the docstring)",
+      minimum=0)
+  calib_steps: int = field(150, "steps of the tau calibration run", minimum=1)
+  sgd_scales: tuple[str, ...] = field(("none", "rms_match"),
+                                      "SGD-branch scales of MiMuon and SGD",
+                                      choices=mimuon_optax._mix.SGD_SCALES)
+  scales_at: str = field(
+      "middle", "MiMuon taus run with every --sgd-scales (middle: only the"
+      " middle tau; the others use the first scale)",
+      choices=("middle", "all"))
+  arms: tuple[str, ...] | None = field(
+      None, "only these arm names (e.g. adamw muon sgd-none); none: all")
+  sweep_gated: bool = field(
+      False, "also sweep the lr of MiMuon and of sgd-rms_match; default:"
+      " they use the lr chosen for Muon (the paper's one eta)")
+  grid_scale: float = field(1.0, "multiplies every lr grid (tests)",
+                            minimum=0)
+  grid_points: int = field(3, "lrs per grid (the middle ones)", minimum=1)
+  # lm
+  model_preset: str = field("tiny", "lm: model size", choices=train_lm.PRESETS)
+  tokenizer: str = field("qwen3", "lm: tokenizer",
+                         choices=data_text.TOKENIZERS)
+  seq_len: int = field(64, "lm: tokens per window", minimum=1)
+  batch_size: int = field(16, "lm: windows per step; vision: examples / 8",
+                          minimum=1)
+  eval_batches: int = field(8, "lm: windows batches per evaluation",
+                            minimum=1)
+  # vision
+  data_dir: str | None = field(None, "vision: Fashion-MNIST folder")
+  dataset: str = field("fashion", "vision: dataset",
+                       choices=data_images.DATASETS)
+  width: int = field(16, "vision: CNN channels")
+  hidden: int = field(128, "vision: hidden units")
+  model: str = field("cnn", "vision: model", choices=train_vision.MODELS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """One optimizer setting of the sweep."""
+
+  name: str
+  optimizer: str  # adamw | muon | mimuon
+  grid: str  # key of GRIDS[task]
+  tau: float = 0.0
+  sgd_scale: str = "none"
+
+  @property
+  def gated(self) -> bool:
+    return self.optimizer == "mimuon"
+
+
+def make_arms(cfg: TauSweepConfig, taus: Sequence[float]) -> list[Arm]:
+  arms = [Arm("adamw", "adamw", "adamw"), Arm("muon", "muon", "muon")]
+  for i, tau in enumerate(taus):
+    both = cfg.scales_at == "all" or i == len(taus) // 2
+    for scale in cfg.sgd_scales if both else cfg.sgd_scales[:1]:
+      arms.append(Arm(f"mimuon-{tau:.3g}-{scale}", "mimuon", "muon", tau,
+                      scale))
+  for scale in cfg.sgd_scales:
+    arms.append(Arm(f"sgd-{scale}", "mimuon",
+                    "sgd_none" if scale == "none" else "muon", math.inf,
+                    scale))
+  if cfg.arms is not None:
+    known = {a.name for a in arms}
+    unknown = sorted(set(cfg.arms) - known)
+    if unknown:
+      raise ValueError(f"--arms: unknown {unknown}; known: {sorted(known)}")
+    arms = [a for a in arms if a.name in cfg.arms]
+  return arms
+
+
+def grid(cfg: TauSweepConfig, arm: Arm) -> tuple[float, ...]:
+  values = GRIDS[cfg.task][arm.grid]
+  k = min(cfg.grid_points, len(values))
+  start = (len(values) - k) // 2
+  return tuple(v * cfg.grid_scale for v in values[start:start + k])
+
+
+# ----------------------------------------------------------------------------
+# Tasks: init(seed) -> params, batch(seed, step), evaluate(params) -> dict
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Task:
+  init: Callable[[int], Any]
+  dims: Any
+  loss_fn: Callable[[Any, Any], jax.Array]
+  batch: Callable[[int, int], Any]
+  evaluate: Callable[[Any], dict[str, float]]
+  info: dict[str, Any]
+
+
+def lm_task(cfg: TauSweepConfig) -> Task:
+  tokenizer = data_text.get_tokenizer(cfg.tokenizer)
+  train_p, val_p, test_p = data_text.split_plays3(VAL_PLAYS, TEST_PLAYS)
+  splits = [data_text.load_tokens(p, tokenizer) for p in (train_p, val_p,
+                                                          test_p)]
+  if cfg.tokenizer == "byte":
+    vocab = tokenizer.vocab_size
+  else:
+    splits, vocab = data_text.compact_vocab(splits)
+  train, val, test = splits
+  model_cfg = train_lm.model_config(cfg.model_preset, vocab, False)
+  graphdef, _ = nnx.split(Qwen3ForCausalLM(model_cfg, rngs=nnx.Rngs(0)),
+                          nnx.Param)
+
+  def init(seed):
+    model = Qwen3ForCausalLM(model_cfg, rngs=nnx.Rngs(seed))
+    return nnx.as_pure(nnx.split(model, nnx.Param)[1])
+
+  def loss_fn(params, tokens_BxTp1):
+    logits = nnx.merge(graphdef, params)(tokens_BxTp1[:, :-1])
+    return loop.cross_entropy(logits, tokens_BxTp1[:, 1:])
+
+  def windows(tokens, seed):
+    sampler = data_text.WindowSampler(tokens, cfg.seq_len, cfg.batch_size,
+                                      seed)
+    return [jnp.asarray(sampler.batch(i)) for i in range(cfg.eval_batches)]
+
+  # Fixed evaluation windows (seeds distinct from every training seed).
+  eval_sets = {"val": windows(val, 10_001), "test": windows(test, 10_002),
+               "train": windows(train, 10_003)}
+  eval_loss = jax.jit(loss_fn)
+
+  def evaluate(params):
+    return {f"{k}_loss": loop.mean_over_batches(eval_loss, params, b)
+            for k, b in eval_sets.items()}
+
+  def batch(seed, step):
+    return data_text.WindowSampler(train, cfg.seq_len, cfg.batch_size,
+                                   seed).batch(step)
+
+  info = dict(tokenizer=tokenizer.name, vocab_size=int(vocab),
+              train_plays=len(train_p), val_plays=list(val_p),
+              test_plays=list(test_p), train_tokens=int(len(train)),
+              val_tokens=int(len(val)), test_tokens=int(len(test)),
+              model={k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                     for k, v in dataclasses.asdict(model_cfg).items()})
+  return Task(init, qwen3_weight_dimension_numbers(init(0)), loss_fn, batch,
+              evaluate, info)
+
+
+def vision_splits(cfg: Any) -> tuple[data_images.ImageData,
+                                      tuple[np.ndarray, np.ndarray]]:
+  """(train/test data, (x_val, y_val)): `VISION_VAL` examples of the
+  official training set held out by a fixed permutation."""
+  data = data_images.load_images(cfg.dataset, cfg.data_dir)
+  n_val = min(VISION_VAL, len(data.x_train) // 10)
+  return data_images.split_validation(data, n_val, VISION_SPLIT_SEED)
+
+
+def vision_task(cfg: Any, splits=None, train_size: int | None = None,
+                subset_seed: int = 0) -> Task:
+  """The CNN task; `train_size` trains on the first N of a seeded
+  permutation of the training split (`data_images.subset`)."""
+  data, (x_val, y_val) = splits or vision_splits(cfg)
+  data = data_images.subset(data, train_size, subset_seed)
+  graphdef, params0 = train_vision.init_model(cfg, data, 0)
+  loss_fn, eval_fn = train_vision.make_loss_fns(graphdef)
+  x, y = data.x_train, data.y_train
+  n_train_eval = min(len(x), 10_000)
+
+  def evaluate(params):
+    out = {}
+    for k, (xs, ys) in {"val": (x_val, y_val),
+                        "test": (data.x_test, data.y_test),
+                        "train": (x[:n_train_eval], y[:n_train_eval])}.items():
+      out[f"{k}_loss"], out[f"{k}_acc"] = train_vision.evaluate_split(
+          eval_fn, params, xs, ys)
+    return out
+
+  def batch(seed, step):
+    idx = data_images.batch_indices(len(x), 8 * cfg.batch_size, seed, step)
+    return x[idx], y[idx]
+
+  info = dict(dataset=data.name, train=int(len(x)), val=int(len(x_val)),
+              test=int(len(data.x_test)), model=cfg.model, width=cfg.width,
+              hidden=cfg.hidden)
+  return Task(lambda seed: train_vision.init_model(cfg, data, seed)[1],
+              train_vision.vision_dimension_numbers(params0), loss_fn, batch,
+              evaluate, info)
+
+
+# ----------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------
+
+
+def optimizer(cfg: TauSweepConfig, task: Task, arm: Arm, lr: float,
+              steps: int) -> optax.GradientTransformation:
+  opt_cfg = common.OptimizerConfig(
+      optimizer=arm.optimizer, lr=lr, adam_lr=ADAM_LR[cfg.task],
+      warmup_steps=min(cfg.warmup_steps, steps - 1), tau=arm.tau,
+      sgd_scale=arm.sgd_scale)
+  return common.make_optimizer(opt_cfg, cfg.task, steps, task.dims)[0]
+
+
+def compile_step(task: Task, tx: optax.GradientTransformation):
+  def step(params, opt_state, batch):
+    loss, grads = jax.value_and_grad(task.loss_fn)(params, batch)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+def train_one(cfg: TauSweepConfig, task: Task, arm: Arm, lr: float,
+              seed: int, step_fn=None, record_rho: bool = False,
+              steps: int | None = None) -> dict[str, Any]:
+  """Trains one (arm, lr, seed); returns final metrics and curves."""
+  steps = steps or cfg.steps
+  tx = optimizer(cfg, task, arm, lr, steps)
+  step_fn = step_fn or compile_step(task, tx)
+  params = task.init(seed)
+  opt_state = tx.init(params)
+  t0 = time.perf_counter()
+  curve, rhos, losses = [], [], []
+  for step in range(steps):
+    params, opt_state, loss = step_fn(params, opt_state, task.batch(seed, step))
+    losses.append(loss)
+    if record_rho and step >= cfg.warmup_steps:
+      diag = mimuon_optax.mix_diagnostics(opt_state)
+      rhos.extend(np.concatenate([np.ravel(v) for v in
+                                  jax.tree.leaves(jax.device_get(diag.rho))]))
+    done = step + 1
+    if done % cfg.eval_every == 0 or done == steps:
+      batch_loss = float(np.mean(jax.device_get(losses)))
+      losses = []  # train_loss (from evaluate) is on fixed training examples
+      curve.append({"step": done, "batch_loss": batch_loss,
+                    **task.evaluate(params)})
+  result = {"arm": arm.name, "lr": lr, "seed": seed, "steps": steps,
+            **{k: v for k, v in curve[-1].items() if k != "step"},
+            "curve": curve, "wall_s": time.perf_counter() - t0}
+  result["gap"] = result["test_loss"] - result["train_loss"]
+  result["diverged"] = not all(math.isfinite(result[k]) for k in
+                               ("val_loss", "test_loss"))
+  if arm.gated:
+    counts = jax.tree.leaves(jax.device_get(
+        mimuon_optax.mix_diagnostics(opt_state).orth_count))
+    result["orth_frac"] = float(np.mean(np.concatenate(
+        [np.ravel(c) for c in counts])) / steps)
+  elif arm.optimizer == "muon":
+    result["orth_frac"] = 1.0
+  if record_rho:
+    result["rho"] = np.asarray(rhos)
+  return result
+
+
+def calibrate(cfg: TauSweepConfig, task: Task) -> dict[str, Any]:
+  """Quantiles of the gate statistic rho along Muon's own trajectory."""
+  arm = Arm("calibration", "mimuon", "muon", 0.0, "none")
+  lrs = grid(cfg, Arm("muon", "muon", "muon"))
+  lr = lrs[len(lrs) // 2]
+  steps = min(cfg.calib_steps, cfg.steps)
+  r = train_one(cfg, task, arm, lr, cfg.seeds[0], record_rho=True,
+                steps=steps)
+  rho = r["rho"]
+  rho = rho[np.isfinite(rho)]
+  taus = tuple(float(f"{np.quantile(rho, q):.3g}") for q in CALIB_QUANTILES)
+  return {"lr": lr, "steps": steps, "samples": int(rho.size),
+          "quantiles": list(CALIB_QUANTILES), "taus": list(taus),
+          "rho_median": float(np.median(rho)), "wall_s": r["wall_s"]}
+
+
+def run(cfg: TauSweepConfig, command: str = "") -> dict[str, Any]:
+  out = pathlib.Path(cfg.out)
+  out.mkdir(parents=True, exist_ok=True)
+  t_start = time.perf_counter()
+  task = lm_task(cfg) if cfg.task == "lm" else vision_task(cfg)
+  calibration = None
+  taus = cfg.taus
+  if taus is None:
+    calibration = calibrate(cfg, task)
+    taus = calibration["taus"]
+    print(f"calibrated taus {taus} (rho quantiles {CALIB_QUANTILES})",
+          flush=True)
+  arms = make_arms(cfg, taus)
+  runs: list[dict] = []
+
+  def log(r):
+    extra = f" orth {r['orth_frac']:.2f}" if "orth_frac" in r else ""
+    print(f"{r['arm']:<22} lr {r['lr']:<8g} seed {r['seed']} val"
+          f" {r['val_loss']:.4f} test {r['test_loss']:.4f}{extra}"
+          f" ({r['wall_s']:.0f}s)", flush=True)
+
+  chosen = {}
+  for arm in arms:
+    sweep = []
+    if arm.gated and arm.grid == "muon" and not cfg.sweep_gated and (
+        "muon" in chosen):
+      lrs = (chosen["muon"],)  # the paper's one eta: Muon's tuned lr
+    else:
+      lrs = grid(cfg, arm)
+    compiled = {}  # lr -> jitted step, reused by the other seeds
+    for lr in lrs:
+      compiled[lr] = compile_step(task, optimizer(cfg, task, arm, lr,
+                                                  cfg.steps))
+      r = train_one(cfg, task, arm, lr, cfg.seeds[0], compiled[lr])
+      r["role"] = "sweep"
+      runs.append(r)
+      sweep.append(r)
+      log(r)
+    best = min(sweep, key=lambda r: r["val_loss"] if not r["diverged"]
+               else math.inf)
+    chosen[arm.name] = best["lr"]
+    best["role"] = "sweep+final"
+    for seed in cfg.seeds[1:]:
+      r = train_one(cfg, task, arm, best["lr"], seed, compiled[best["lr"]])
+      r["role"] = "final"
+      runs.append(r)
+      log(r)
+  wall = time.perf_counter() - t_start
+  rows = summarize(cfg, arms, runs, chosen)
+  report = {"config": dataclasses.asdict(cfg), "task": task.info,
+            "calibration": calibration, "taus": list(taus), "chosen_lr": chosen,
+            "rows": rows, "runs": runs, "wall_s": wall, "env": common.env_info()}
+  write_outputs(cfg, out, report, command)
+  return report
+
+
+# ----------------------------------------------------------------------------
+# Reporting
+# ----------------------------------------------------------------------------
+
+METRICS = ("train_loss", "val_loss", "test_loss", "gap", "test_acc",
+           "orth_frac")
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float]:
+  a = np.asarray(values, float)
+  return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def summarize(cfg: TauSweepConfig, arms: Sequence[Arm], runs: list[dict],
+              chosen: dict[str, float]) -> list[dict]:
+  """Per arm: mean and std over seeds at the chosen lr, and the paired
+  test-loss / gap difference to Muon."""
+  finals = {a.name: sorted((r for r in runs if r["arm"] == a.name and
+                            r["role"] != "sweep"), key=lambda r: r["seed"])
+            for a in arms}
+  rows = []
+  for arm in arms:
+    group = finals[arm.name]
+    row = {"arm": arm.name, "optimizer": arm.optimizer, "tau": arm.tau,
+           "sgd_scale": arm.sgd_scale if arm.optimizer == "mimuon" else "",
+           "lr": chosen[arm.name], "seeds": len(group),
+           "wall_s_per_run": float(np.mean([r["wall_s"] for r in group]))}
+    for m in METRICS:
+      if all(m in r for r in group):
+        row[f"{m}_mean"], row[f"{m}_std"] = _stats([r[m] for r in group])
+    if "muon" in finals and arm.name != "muon":
+      for m in ("test_loss", "gap"):
+        base = {r["seed"]: r[m] for r in finals["muon"]}
+        diffs = [r[m] - base[r["seed"]] for r in group if r["seed"] in base]
+        if len(diffs) >= 2:
+          mean, std = _stats(diffs)
+          row[f"d_{m}_vs_muon_mean"], row[f"d_{m}_vs_muon_std"] = mean, std
+          row[f"d_{m}_vs_muon_significant"] = bool(
+              abs(mean) > 2 * std / math.sqrt(len(diffs)))
+    rows.append(row)
+  return rows
+
+
+def _pm(row, m, digits=4):
+  if f"{m}_mean" not in row:
+    return ""
+  return f"{row[f'{m}_mean']:.{digits}f} ± {row[f'{m}_std']:.{digits}f}"
+
+
+def write_outputs(cfg: TauSweepConfig, out: pathlib.Path, report: dict,
+                  command: str) -> None:
+  runs_json = [{k: v for k, v in r.items() if k != "rho"}
+               for r in report["runs"]]
+  common.write_json(out / "runs.json", {**report, "runs": runs_json})
+  rows = report["rows"]
+  keys = sorted({k for r in rows for k in r}, key=lambda k: (
+      0 if k in ("arm", "optimizer", "tau", "sgd_scale", "lr", "seeds") else 1,
+      k))
+  with open(out / "results.csv", "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+  vision = cfg.task == "vision"
+  headers = ["arm", "lr", "orth. fraction", "train loss", "test loss",
+             "test - train"] + (["test acc"] if vision else []) + [
+                 "Δ test loss vs Muon (paired)", "Δ gap vs Muon (paired)"]
+  table_rows = []
+  for r in rows:
+    diff = []
+    for m in ("test_loss", "gap"):
+      if f"d_{m}_vs_muon_mean" in r:
+        mark = " *" if r[f"d_{m}_vs_muon_significant"] else ""
+        diff.append(f"{r[f'd_{m}_vs_muon_mean']:+.4f} ± "
+                    f"{r[f'd_{m}_vs_muon_std']:.4f}{mark}")
+      else:
+        diff.append("")
+    table_rows.append([r["arm"], f"{r['lr']:g}", _pm(r, "orth_frac", 2),
+                       _pm(r, "train_loss"), _pm(r, "test_loss"), _pm(r, "gap")]
+                      + ([_pm(r, "test_acc")] if vision else []) + diff)
+  sweep_rows = [[r["arm"], f"{r['lr']:g}", r["val_loss"], r["test_loss"],
+                 r.get("orth_frac", ""), "yes" if r["role"] != "sweep" else ""]
+                for r in report["runs"] if r["role"] != "final"]
+  cal = report["calibration"]
+  cal_text = (f"Taus calibrated on Muon's trajectory (lr {cal['lr']:g},"
+              f" {cal['steps']} steps, {cal['samples']} rho samples): the"
+              f" {cal['quantiles']} quantiles of rho are {cal['taus']}."
+              if cal else f"Taus given: {report['taus']}.")
+  text = [
+      f"# tau sweep: {cfg.task}", "",
+      f"Wall time {report['wall_s']:.0f} s. Seeds {list(cfg.seeds)} at the lr"
+      f" chosen on the validation split with seed {cfg.seeds[0]}; mean ± std"
+      " (ddof 1) over seeds. Δ columns: paired per-seed difference to Muon,"
+      " `*` where |mean| > 2 std / sqrt(seeds).", "", cal_text, "",
+      common.markdown_table(headers, table_rows), "",
+      "## lr sweep (seed 0; chosen by validation loss)", "",
+      common.markdown_table(["arm", "lr", "val loss", "test loss",
+                             "orth. fraction", "chosen"], sweep_rows), "",
+      f"Task: `{json.dumps({k: v for k, v in report['task'].items() if k != 'model'})}`",
+  ]
+  (out / "results.md").write_text("\n".join(text) + "\n")
+  plot_summary(rows, out / "tau_sweep.png", cfg)
+  plot_curves(report["runs"], rows, out / "curves.png", cfg)
+  common.write_command_md(
+      out, f"tau sweep ({cfg.task})", command, cfg.seeds, report["wall_s"],
+      notes=[f"runs: {len(report['runs'])}",
+             "regenerate: the command above (CPU; numbers vary with the"
+             " machine only at rounding level)"])
+
+
+def plot_summary(rows: list[dict], path: pathlib.Path,
+                 cfg: TauSweepConfig) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  for ax, metric, label in zip(axes, ("test_loss", "gap"),
+                               ("test loss", "test loss - train loss")):
+    for i, r in enumerate(rows):
+      if f"{metric}_mean" not in r:
+        continue
+      color, _, marker = common.curve_style(i)
+      x = r.get("orth_frac_mean", np.nan)
+      if r["optimizer"] == "adamw":  # no gate: a horizontal band
+        ax.axhspan(r[f"{metric}_mean"] - r[f"{metric}_std"],
+                   r[f"{metric}_mean"] + r[f"{metric}_std"], color=color,
+                   alpha=0.15)
+        ax.axhline(r[f"{metric}_mean"], color=color, ls="--",
+                   label=f"{r['arm']} (no gate; band: ±std)")
+        continue
+      ax.errorbar(x, r[f"{metric}_mean"], yerr=r[f"{metric}_std"],
+                  xerr=r.get("orth_frac_std", 0), color=color, marker=marker,
+                  ms=7, capsize=4, ls="none",
+                  mfc="none" if r.get("sgd_scale") == "rms_match" else color,
+                  label=f"{r['arm']} (lr {r['lr']:g})")
+    ax.set_xlabel("orthogonalized fraction (Muon = 1, SGD = 0)")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+  axes[1].legend(fontsize=7, loc="best")
+  fig.suptitle(f"tau sweep, {cfg.task}: mean ± std over seeds {list(cfg.seeds)}"
+               " (hollow: sgd_scale=rms_match)", fontsize=10)
+  common.save_figure(fig, path)
+
+
+def plot_curves(runs: list[dict], rows: list[dict], path: pathlib.Path,
+                cfg: TauSweepConfig) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(8, 5))
+  for i, row in enumerate(rows):
+    group = [r for r in runs if r["arm"] == row["arm"] and r["role"] != "sweep"]
+    steps = [c["step"] for c in group[0]["curve"]]
+    vals = np.array([[c["val_loss"] for c in r["curve"]] for r in group])
+    color, ls, marker = common.curve_style(i)
+    mean = vals.mean(0)
+    ax.plot(steps, mean, color=color, ls=ls, marker=marker, ms=4,
+            label=f"{row['arm']} (lr {row['lr']:g})")
+    if len(group) > 1:
+      std = vals.std(0, ddof=1)
+      ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.12)
+  ax.set_xlabel("step")
+  ax.set_ylabel("validation loss")
+  ax.set_title(f"{cfg.task}: validation loss, mean over seeds (band: ±std)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  common.save_figure(fig, path)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  cfg = common.parse_config(TauSweepConfig, __doc__.split("\n\n")[0], argv)
+  args = sys.argv[1:] if argv is None else list(argv)
+  command = "python -m experiments.tau_sweep " + shlex.join(args)
+  report = run(cfg, command)
+  print(f"results: {pathlib.Path(cfg.out).resolve()}")
+  return report
+
+
+if __name__ == "__main__":
+  main()
