@@ -13,6 +13,7 @@ Each module is a script (`python -m experiments.<name> --help`, or
   spectra       singular-value spectra and min gaps of real momenta
   gate_scaling  which gap statistic is size-free (random matrices, k=16..1024)
   compare       the three optimizers on one task -> markdown table + plot
+  launch        N local processes of a multi-process run (pod rehearsal)
 
 Importing this package sets OPENBLAS_NUM_THREADS=1 unless it is already set.
 jaxlib's CPU LAPACK (the MiMuon gap test's eigensolver) comes from scipy's

@@ -248,6 +248,27 @@ def test_launcher_stops_everything_when_one_process_dies(tmp_path, shared):
   assert _alive_in_groups(set(children)) == [], "processes left behind"
 
 
+def test_launcher_timeout_kills_processes_that_ignore_sigterm(tmp_path):
+  t0 = time.perf_counter()
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "experiments.launch", "--num-processes", "2",
+       "--timeout", "20", "--grace", "2", "--module", "tests.test_multihost",
+       "--", "stubborn", str(tmp_path)], cwd=ROOT, stderr=subprocess.PIPE,
+      text=True)
+  try:
+    _, stderr = proc.communicate(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  pids = [int(p.read_text()) for p in sorted(tmp_path.glob("ready_*"))]
+  assert proc.returncode == launch.TIMEOUT_EXIT, stderr[-3000:]
+  assert "timeout after 20 s" in stderr
+  assert len(pids) == 2  # both ignored SIGTERM: SIGKILL ended them
+  assert time.perf_counter() - t0 < 50
+  assert _alive_in_groups(set(pids)) == [], "processes left behind"
+
+
 def test_mesh_path_across_processes_has_no_gram_all_reduce(shared):
   """muon/mimuon mesh= on a mesh over two processes: no Gram all-reduce."""
   proc = subprocess.run(
@@ -325,6 +346,15 @@ def test_process_rows_and_windows(tmp_path):
   assert env["JAX_COORDINATOR_ADDRESS"] == f"127.0.0.1:{port}"
   assert env["JAX_PROCESS_ID"] == "1" and env["JAX_NUM_PROCESSES"] == "2"
   assert env["XLA_FLAGS"].endswith("--xla_force_host_platform_device_count=4")
+
+
+def case_stubborn(directory: str) -> None:
+  """Ignores SIGTERM, says so in a file, then waits for ever."""
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  pathlib.Path(directory, f"ready_{os.environ[common.ENV_PROCESS_ID]}"
+               ).write_text(str(os.getpid()))
+  while True:
+    time.sleep(1)
 
 
 def case_hlo() -> dict:
