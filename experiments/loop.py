@@ -94,6 +94,19 @@ class Placement:
     return jax.tree.map(one, self.batch, local_batch)
 
 
+  def describe(self, tree: Any) -> dict[str, Any]:
+    """Where the arrays of `tree` live: the mesh, and how many leaves are
+    on it and span devices of several processes."""
+    leaves = jax.tree.leaves(tree)
+    on_mesh = [x for x in leaves if isinstance(x.sharding, NamedSharding)
+               and x.sharding.mesh == self.mesh]
+    return {"mesh": dict(self.mesh.shape), "devices": self.mesh.size,
+            "processes": jax.process_count(), "leaves": len(leaves),
+            "leaves_on_mesh": len(on_mesh),
+            "leaves_across_processes": sum(
+                not x.is_fully_addressable for x in on_mesh)}
+
+
 def _from_host(x: Any, sharding: jax.sharding.Sharding) -> jax.Array:
   host = np.asarray(x)
   return jax.make_array_from_callback(host.shape, sharding,
@@ -137,7 +150,9 @@ def train(
       `batch_fn(step)`.
 
   Returns:
-    {"params", "final" (the last record), "wall_s", "compile_s"}.
+    {"params", "final" (the last record), "wall_s", "compile_s"}, and
+    with a placement "placement" (`Placement.describe` of the final params
+    and optimizer state).
   """
   out = pathlib.Path(cfg.out)
   main = common.is_main_process()
@@ -236,8 +251,11 @@ def train(
       common.plot_loss_curves({cfg.optimizer: _as_val(records, eval_keys)},
                               out / "loss_curves.png", title=str(out.name),
                               extra_key=extra)
-  return {"params": params, "final": record, "wall_s": wall_s,
-          "compile_s": compile_s}
+  result = {"params": params, "final": record, "wall_s": wall_s,
+            "compile_s": compile_s}
+  if placement is not None:
+    result["placement"] = placement.describe((params, opt_state))
+  return result
 
 
 def _sync(name: str) -> None:
@@ -289,6 +307,8 @@ def write_summary(cfg: Any, params: Any, result: dict[str, Any],
       "wall_s": result["wall_s"],
       "final": result["final"],
   }
+  if "placement" in result:
+    summary["placement"] = result["placement"]
   if common.is_main_process():
     common.write_json(pathlib.Path(cfg.out) / "summary.json", summary)
   return {**summary, "params": result["params"]}

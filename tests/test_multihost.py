@@ -154,7 +154,14 @@ def test_two_processes_match_one_and_resume_across_process_counts(
   assert config["env"]["device_count"] == 8
 
   # Every leaf of params and optimizer state is on the 2x4 mesh over the
-  # devices of both processes (as Orbax recorded them when saving).
+  # devices of both processes: in the trainer at the end ...
+  placement = summary["two"]["placement"]
+  assert placement["mesh"] == {"data": 2, "fsdp": 4}, placement
+  assert placement["processes"] == 2 and placement["devices"] == 8
+  assert placement["leaves"] > 50  # params, momenta, Adam moments, gates
+  assert placement["leaves_on_mesh"] == placement["leaves"], placement
+  assert placement["leaves_across_processes"] == placement["leaves"]
+  # ... and as Orbax recorded them in the checkpoint.
   meshes = _mesh_of_every_leaf(tmp_path / "two" / "ckpt" / "6")
   assert len(meshes) == 1, meshes
   ((shape, ids),) = meshes
