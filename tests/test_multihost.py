@@ -259,7 +259,7 @@ def test_launcher_timeout_kills_processes_that_ignore_sigterm(tmp_path):
   t0 = time.perf_counter()
   proc = subprocess.Popen(
       [sys.executable, "-m", "experiments.launch", "--num-processes", "2",
-       "--timeout", "20", "--grace", "2", "--module", "tests.test_multihost",
+       "--timeout", "12", "--grace", "2", "--module", "tests.test_multihost",
        "--", "stubborn", str(tmp_path)], cwd=ROOT, stderr=subprocess.PIPE,
       text=True)
   try:
@@ -270,7 +270,7 @@ def test_launcher_timeout_kills_processes_that_ignore_sigterm(tmp_path):
       proc.wait()
   pids = [int(p.read_text()) for p in sorted(tmp_path.glob("ready_*"))]
   assert proc.returncode == launch.TIMEOUT_EXIT, stderr[-3000:]
-  assert "timeout after 20 s" in stderr
+  assert "timeout after 12 s" in stderr
   assert len(pids) == 2  # both ignored SIGTERM: SIGKILL ended them
   assert time.perf_counter() - t0 < 50
   assert _alive_in_groups(set(pids)) == [], "processes left behind"
