@@ -29,13 +29,13 @@ import mimuon_optax
 from mimuon_optax import _mix
 
 OPTIMIZERS = ("adamw", "muon", "mimuon")
-# Peak learning rates from the sweeps in experiments/README.md ("Learning
-# rates"); `lr` is the matrix learning rate for Muon/MiMuon and `adam_lr`
-# the AdamW learning rate of their non-matrix leaves (embeddings, norms,
-# biases, heads), which is AdamW's own tuned rate.
-# MiMuon uses Muon's rates (it is Muon wherever its gate opens). The sweeps
-# at the superseded merged-gap tau=1e-3, where MiMuon was almost pure
-# momentum SGD, found 0.03 (lm) and 0.1 (vision).
+# Peak learning rates of the demo and the training scripts: single-seed
+# sweeps on the byte-level tiny LM and the CNN (in git history before
+# 2026-11-26; "Learning rates" in experiments/README.md). `lr` is the matrix
+# learning rate for Muon/MiMuon and `adam_lr` the AdamW learning rate of their
+# non-matrix leaves (embeddings, norms, biases, heads). MiMuon uses Muon's
+# rates (the paper's one eta). The evidence studies do not use these: they
+# choose their own on a validation split (tau_sweep).
 DEFAULT_LRS = {
     "lm": {"adamw": (3e-3, None), "muon": (0.01, 3e-3),
            "mimuon": (0.01, 3e-3)},

@@ -128,11 +128,12 @@ def test_qwen3_0_6b_micro_and_time_budget(tmp_path):
   records = [json.loads(l) for l in
              (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records] == [1, 2, 3]
-  # A budget the compile alone exceeds stops after the first step, saying so.
+  # A budget the compile alone exceeds stops after step 2 (the first step
+  # whose time is projected), saying so.
   stopped = qwen3_0_6b.main([
       "--model", "micro", "--layers", "1", "--steps", "50", "--seq-len", "8",
       "--batch-size", "1", "--time-budget-s", "1", "--out", str(tmp_path / "b")])
-  assert stopped["steps_run"] == 1
+  assert stopped["steps_run"] == 2
   assert "time-budget-s" in stopped["stopped"]
 
 
