@@ -37,7 +37,7 @@ fashion-mnist:
 	          "tests/test_data.py::test_real_fashion_mnist will fail."; }
 
 test: setup fashion-mnist
-	$(PY) -m pytest -n 2 --doctest-modules mimuon_optax tests --nbmake notebooks
+	$(PY) -m pytest -n 2 --durations=25 --doctest-modules mimuon_optax tests --nbmake notebooks
 
 demo: setup
 	$(PY) -m experiments.compare --preset demo

@@ -51,7 +51,7 @@ def check_mesh(mesh: jax.sharding.Mesh, mesh_axes: MeshAxes) -> None:
         f'mesh axes {explicit} are {[str(types[a]) for a in explicit]};'
         ' mesh= needs AxisType.Auto axes (GSPMD picks the collectives), e.g.'
         ' jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len('
-        'names)) or mimuon_optax.models.qwen3.sharding.make_mesh.')
+        'names)).')
 
 
 def on_cpu(mesh: jax.sharding.Mesh) -> bool:

@@ -158,11 +158,10 @@ def test_gap_every_runs(tmp_path, cache_dir):
       cache_dir=cache_dir)
   r = gap_every.run(cfg)["0.3"]
   assert r["matrices"] == 14  # 2 layers x 7
-  assert 0 <= r["disagreement"][2] <= 1 and 0 <= r["orth_frac_exact"] <= 1
+  assert set(r["disagreement"]) == {2, 4}
   # Each matrix's decision is held between its turns (staggered phases).
   assert r["amortized_self_disagreement"] == 0
   assert np.isfinite(r["val_loss_every4"])
-  assert r["step_ms_exact"] > 0 and r["step_ms_every4"] > 0
 
 
 def test_spectra_records_and_analyses(tmp_path, cache_dir):
