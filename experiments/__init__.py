@@ -1,7 +1,8 @@
 """Experiments for mimuon_optax: training scripts, sweeps and measurements.
 
-Each module is a script (`python -m experiments.<name> --help`, or
-`python experiments/<name>.py --help`) with a dataclass config:
+Each module is a script, run from the repository root as
+`python -m experiments.<name>` (`--help` lists its flags), with a dataclass
+config:
 
   data_text     Shakespeare plays -> cached token arrays -> (B, T+1) windows
   data_images   Fashion-MNIST (IDX files) and sklearn digits

@@ -35,10 +35,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-if __package__ in (None, ""):  # `python experiments/gen_gap.py`
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-  import experiments  # noqa: F401  (sets OPENBLAS_NUM_THREADS first)
-
 from experiments import common
 from experiments import data_images
 from experiments import tau_sweep

@@ -28,9 +28,6 @@ import sys
 import time
 from typing import Sequence
 
-if __package__ in (None, ""):  # `python experiments/launch.py`
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_EXIT = 124
 POLL_S = 0.1

@@ -27,10 +27,6 @@ import sys
 import time
 from typing import Any, Sequence
 
-if __package__ in (None, ""):  # `python experiments/spectra.py`
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-  import experiments  # noqa: F401  (sets OPENBLAS_NUM_THREADS first)
-
 import jax
 import numpy as np
 import optax

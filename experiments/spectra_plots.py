@@ -11,11 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import sys
 from typing import Any, Sequence
-
-if __package__ in (None, ""):  # `python experiments/spectra_plots.py`
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numpy as np
 

@@ -33,12 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import sys
 from typing import Any, Sequence
-
-if __package__ in (None, ""):  # `python experiments/train_lm.py`
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-  import experiments  # noqa: F401  (sets OPENBLAS_NUM_THREADS first)
 
 import jax
 import jax.numpy as jnp

@@ -22,6 +22,7 @@ from mimuon_optax import checkpoint  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = ("train_lm", "train_vision", "gen_gap", "spectra", "spectra_plots",
+           "tau_sweep", "qwen3_0_6b", "gate_scaling",
            "compare", "gap_every")
 TIMING_KEYS = ("tokens_per_s", "examples_per_s", "wall_s")
 
@@ -188,9 +189,9 @@ def test_short_names():
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_scripts_run_as_files_with_help(script):
+def test_scripts_run_as_modules_with_help(script):
   result = subprocess.run(
-      [sys.executable, str(REPO / "experiments" / f"{script}.py"), "--help"],
+      [sys.executable, "-m", f"experiments.{script}", "--help"],
       capture_output=True, text=True, timeout=120, cwd=REPO)
   assert result.returncode == 0, result.stderr
   assert "--out" in result.stdout
