@@ -130,7 +130,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
              "seeds": len(group), "lr": group[0]["lr"]}
       for m in METRICS:
         if all(m in r for r in group):
-          row[f"{m}_mean"], row[f"{m}_std"] = tau_sweep._stats(
+          row[f"{m}_mean"], row[f"{m}_std"] = tau_sweep.mean_std(
               [r[m] for r in group])
       rows.append(row)
   return rows
@@ -172,14 +172,13 @@ def run(cfg: GenGapConfig, command: str = "") -> list[dict]:
   t0, runs = time.perf_counter(), []
   for opt in ARMS:
     arm, lr = arms[opt], lrs[opt]
-    step_fn = None  # compiled once per arm: shapes do not depend on N
+    prepared = None  # once per arm: the shapes do not depend on N
     for n in cfg.sizes:
       for seed in cfg.seeds:
         task = tau_sweep.vision_task(scfg, splits, n, seed)
-        if step_fn is None:
-          step_fn = tau_sweep.compile_step(
-              task, tau_sweep.optimizer(scfg, task, arm, lr, cfg.steps))
-        r = tau_sweep.train_one(scfg, task, arm, lr, seed, step_fn)
+        if prepared is None:
+          prepared = tau_sweep.prepare(scfg, task, arm, lr, cfg.steps)
+        r = tau_sweep.train_one(scfg, task, arm, lr, seed, prepared)
         r = {"optimizer": opt, "n": task.info["train"],
              **{k: v for k, v in r.items() if k != "curve"}}
         runs.append(r)

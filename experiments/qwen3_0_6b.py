@@ -71,13 +71,12 @@ def layer_kind(name: str) -> str:
 
 def orth_by_kind(opt_state: Any, previous: dict[str, np.ndarray] | None
                  ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-  """Fraction of matrices per layer kind orthogonalized since `previous`."""
-  counts = common.flat_per_matrix(
-      mimuon_optax.mix_diagnostics(opt_state).orth_count)
+  """Fraction of matrices per layer kind orthogonalized since `previous`
+  (one step: `common.mix_summary`'s per-matrix fractions, grouped)."""
+  record, counts = common.mix_summary(opt_state, previous, 1)
   fracs: dict[str, list[float]] = {}
-  for name, c in counts.items():
-    before = (previous or {}).get(name, np.zeros_like(c))
-    fracs.setdefault(layer_kind(name), []).extend(np.ravel(c - before))
+  for name, frac in record["orth_frac"].items():  # name: layers.q_proj[i]
+    fracs.setdefault(layer_kind(name.split("[")[0]), []).append(frac)
   return {k: float(np.mean(v)) for k, v in sorted(fracs.items())}, counts
 
 

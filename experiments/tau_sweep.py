@@ -196,12 +196,14 @@ def lm_task(cfg: TauSweepConfig) -> Task:
     splits, vocab = data_text.compact_vocab(splits)
   train, val, test = splits
   model_cfg = train_lm.model_config(cfg.model_preset, vocab, False)
-  graphdef, _ = nnx.split(Qwen3ForCausalLM(model_cfg, rngs=nnx.Rngs(0)),
-                          nnx.Param)
 
-  def init(seed):
-    model = Qwen3ForCausalLM(model_cfg, rngs=nnx.Rngs(seed))
-    return nnx.as_pure(nnx.split(model, nnx.Param)[1])
+  def split(seed):
+    graphdef, state = nnx.split(
+        Qwen3ForCausalLM(model_cfg, rngs=nnx.Rngs(seed)), nnx.Param)
+    return graphdef, nnx.as_pure(state)
+
+  graphdef, params0 = split(0)
+  init = lambda seed: split(seed)[1]
 
   def loss_fn(params, tokens_BxTp1):
     logits = nnx.merge(graphdef, params)(tokens_BxTp1[:, :-1])
@@ -231,7 +233,7 @@ def lm_task(cfg: TauSweepConfig) -> Task:
               val_tokens=int(len(val)), test_tokens=int(len(test)),
               model={k: v if isinstance(v, (bool, int, float, str)) else str(v)
                      for k, v in dataclasses.asdict(model_cfg).items()})
-  return Task(init, qwen3_weight_dimension_numbers(init(0)), loss_fn, batch,
+  return Task(init, qwen3_weight_dimension_numbers(params0), loss_fn, batch,
               evaluate, info)
 
 
@@ -290,21 +292,26 @@ def optimizer(cfg: TauSweepConfig, task: Task, arm: Arm, lr: float,
   return common.make_optimizer(opt_cfg, cfg.task, steps, task.dims)[0]
 
 
-def compile_step(task: Task, tx: optax.GradientTransformation):
+def prepare(cfg: TauSweepConfig, task: Task, arm: Arm, lr: float,
+            steps: int) -> tuple[optax.GradientTransformation, Callable]:
+  """(optimizer, jitted train step) of one (arm, lr): built once, reused by
+  every seed (and every N in gen_gap: the shapes do not change)."""
+  tx = optimizer(cfg, task, arm, lr, steps)
+
   def step(params, opt_state, batch):
     loss, grads = jax.value_and_grad(task.loss_fn)(params, batch)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
-  return jax.jit(step, donate_argnums=(0, 1))
+  return tx, jax.jit(step, donate_argnums=(0, 1))
 
 
 def train_one(cfg: TauSweepConfig, task: Task, arm: Arm, lr: float,
-              seed: int, step_fn=None, record_rho: bool = False,
+              seed: int, prepared=None, record_rho: bool = False,
               steps: int | None = None) -> dict[str, Any]:
-  """Trains one (arm, lr, seed); returns final metrics and curves."""
+  """Trains one (arm, lr, seed); returns final metrics and curves.
+  `prepared` is `prepare(cfg, task, arm, lr, steps)`, built if None."""
   steps = steps or cfg.steps
-  tx = optimizer(cfg, task, arm, lr, steps)
-  step_fn = step_fn or compile_step(task, tx)
+  tx, step_fn = prepared or prepare(cfg, task, arm, lr, steps)
   params = task.init(seed)
   opt_state = tx.init(params)
   t0 = time.perf_counter()
@@ -387,8 +394,7 @@ def run(cfg: TauSweepConfig, command: str = "") -> dict[str, Any]:
       lrs = grid(cfg, arm)
     compiled = {}  # lr -> jitted step, reused by the other seeds
     for lr in lrs:
-      compiled[lr] = compile_step(task, optimizer(cfg, task, arm, lr,
-                                                  cfg.steps))
+      compiled[lr] = prepare(cfg, task, arm, lr, cfg.steps)
       r = train_one(cfg, task, arm, lr, cfg.seeds[0], compiled[lr])
       r["role"] = "sweep"
       runs.append(r)
@@ -420,7 +426,7 @@ METRICS = ("train_loss", "val_loss", "test_loss", "gap", "test_acc",
            "orth_frac")
 
 
-def _stats(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
   a = np.asarray(values, float)
   return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
@@ -441,13 +447,13 @@ def summarize(cfg: TauSweepConfig, arms: Sequence[Arm], runs: list[dict],
            "wall_s_per_run": float(np.mean([r["wall_s"] for r in group]))}
     for m in METRICS:
       if all(m in r for r in group):
-        row[f"{m}_mean"], row[f"{m}_std"] = _stats([r[m] for r in group])
+        row[f"{m}_mean"], row[f"{m}_std"] = mean_std([r[m] for r in group])
     if "muon" in finals and arm.name != "muon":
       for m in ("test_loss", "gap"):
         base = {r["seed"]: r[m] for r in finals["muon"]}
         diffs = [r[m] - base[r["seed"]] for r in group if r["seed"] in base]
         if len(diffs) >= 2:
-          mean, std = _stats(diffs)
+          mean, std = mean_std(diffs)
           row[f"d_{m}_vs_muon_mean"], row[f"d_{m}_vs_muon_std"] = mean, std
           row[f"d_{m}_vs_muon_significant"] = bool(
               abs(mean) > 2 * std / math.sqrt(len(diffs)))
