@@ -10,7 +10,6 @@ PY := $(VENV)/bin/python
 # looks for them and `pip check` does not (it stays clean).
 DATA := $(VENV)/share/mimuon-data
 FASHION := /usr/share/datasets/fashion-mnist
-export OPENBLAS_NUM_THREADS ?= 1
 
 .PHONY: demo test setup fashion-mnist
 

@@ -9,9 +9,9 @@ the start of the script) are spent, no further item or sub-measurement
 starts and each records ``{"status": "skipped", "reason": "budget: ..."}``.
 Peak device memory is the process-wide high-water mark after each item.
 
-  pip install --no-deps -e . && python benchmarks/accelerator_check.py \\
+  pip install --no-deps -e . && python -m benchmarks.accelerator_check \\
       --out benchmarks/results/                     # GPU/TPU: qwen3_0_6b
-  python benchmarks/accelerator_check.py --preset small --budget-s 60  # CPU
+  python -m benchmarks.accelerator_check --preset small --budget-s 60  # CPU
 
 Imports only jax, optax, flax, chex, numpy, mimuon_optax and the stdlib.
 """
@@ -25,7 +25,6 @@ T0 = time.monotonic()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse
 import json
-import os
 import pathlib
 import platform
 import re
@@ -34,9 +33,6 @@ import sys
 import traceback
 import warnings
 
-if (os.cpu_count() or 1) <= 4:  # README "CPU note"; big hosts keep threads.
-  os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import chex
 import flax
@@ -48,9 +44,9 @@ import optax
 from flax import nnx
 
 import mimuon_optax as mo
+from benchmarks import step_time
 from mimuon_optax import _gap
 from mimuon_optax.models.qwen3 import Qwen3Config, Qwen3ForCausalLM
-import step_time  # benchmarks/step_time.py
 
 warnings.filterwarnings('ignore', message='Some donated buffers')
 

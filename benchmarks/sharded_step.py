@@ -15,7 +15,7 @@ axis over "fsdp"; ``layers`` stacks the layers (L, D_in, D_out) and shards L
 over "fsdp". Also prints the collectives in each compiled step. All
 variants are compiled first and then timed in turn, round after round.
 
-  python benchmarks/sharded_step.py --preset small --repeats 10
+  python -m benchmarks.sharded_step --preset small --repeats 10
 """
 
 from __future__ import annotations
@@ -34,9 +34,6 @@ if __name__ == '__main__':
   os.environ['XLA_FLAGS'] = (
       os.environ.get('XLA_FLAGS', '') +
       f' --xla_force_host_platform_device_count={_devices}')
-  # Eight simulated devices each calling LAPACK (MiMuon's gap test) must not
-  # each start an OpenBLAS thread team on the same cores.
-  os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import platform

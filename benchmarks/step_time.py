@@ -7,9 +7,9 @@ holds them), in one process, warm-up excluded, median of ``--repeats``, with
 Newton-Schulz TFLOP/s, and the orthogonality of the update (singular-value
 band of update / (lr * shape scale) over the matrices that took a Muon step).
 
-  python benchmarks/step_time.py --preset small --repeats 10
-  python benchmarks/step_time.py --preset qwen3_0_6b --dtype float32
-  python benchmarks/step_time.py --scaling 256,512,1024,2048,4096
+  python -m benchmarks.step_time --preset small --repeats 10
+  python -m benchmarks.step_time --preset qwen3_0_6b --dtype float32
+  python -m benchmarks.step_time --scaling 256,512,1024,2048,4096
 
 ``--scaling`` instead times muon / mimuon on one square matrix per size.
 """

@@ -1,11 +1,18 @@
 """mimuon_optax: Muon and MiMuon (Mixed Muon) as composable Optax transforms."""
 
+from mimuon_optax import _platform
+
+_platform.limit_openblas_threads()  # Before the first jax linalg call.
+
+# pylint: disable=g-import-not-at-top,g-bad-import-order
+
 from optax.contrib import MuonDimensionNumbers
 
 from mimuon_optax._alias import default_param_labels
 from mimuon_optax._alias import mimuon
 from mimuon_optax._alias import muon
 from mimuon_optax._alias import scale_by_lr_scaling
+from mimuon_optax._context import MatrixContext
 from mimuon_optax._distributed import opt_state_shardings
 from mimuon_optax._gap import GapStats
 from mimuon_optax._gap import singular_values
@@ -28,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = (
     "DEFAULT_TAU",
     "GapStats",
+    "MatrixContext",
     "MiMuonMixState",
     "MomentumState",
     "MuonDimensionNumbers",

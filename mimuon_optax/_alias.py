@@ -10,6 +10,7 @@ import jax
 import optax
 from optax.contrib import MuonDimensionNumbers
 
+from mimuon_optax import _context
 from mimuon_optax import _distributed
 from mimuon_optax import _matrix
 from mimuon_optax._mix import DEFAULT_TAU
@@ -82,6 +83,7 @@ def scale_by_lr_scaling(
     *,
     weight_dimension_numbers: _matrix.WeightDimNums = None,
     consistent_rms: Optional[chex.Numeric] = None,
+    context: Optional[_context.MatrixContext] = None,
 ) -> optax.GradientTransformation:
   """Per-matrix learning-rate factor from the matrix shape.
 
@@ -90,8 +92,12 @@ def scale_by_lr_scaling(
   ``0.2 * sqrt(max(fan_in, fan_out))`` (Moonlight, update RMS ~ AdamW's).
   fan_in is the product of the reduction axes. A ``consistent_rms`` number
   (``optax.contrib.muon``'s option, injectable) replaces ``lr_scaling`` by
-  ``consistent_rms * sqrt(max(fan_in, fan_out))``.
+  ``consistent_rms * sqrt(max(fan_in, fan_out))``. ``weight_dimension_numbers``
+  or a ``context`` holding them (:class:`MatrixContext`) say which axes are
+  fan-in and fan-out.
   """
+  context = _context.resolve(
+      context, weight_dimension_numbers=weight_dimension_numbers)
   if lr_scaling not in LR_SCALINGS:
     raise ValueError(f'lr_scaling must be one of {LR_SCALINGS}, got'
                      f' {lr_scaling!r}')
@@ -108,7 +114,7 @@ def scale_by_lr_scaling(
 
   def update_fn(updates, state, params=None):
     del params
-    views = _matrix.matrix_views(updates, weight_dimension_numbers)
+    views = context.views(updates)
     scale = lambda view, u: (u * factor(view)).astype(u.dtype)
     return _matrix.map_matrices(scale, views, updates), state
 
@@ -148,11 +154,11 @@ def _resolve_common(
   return ns_coeffs, lr_scaling, dims
 
 
-def _with_adamw(direction, dims, lr_scaling, args):
+def _with_adamw(direction, context, lr_scaling, args):
   """:func:`_matrix_optimizer_with_adamw` from muon()'s / mimuon()'s args."""
   pick = lambda *names: {n: args[n] for n in names}
   return _matrix_optimizer_with_adamw(
-      direction, lr_scaling=lr_scaling, weight_dimension_numbers=dims,
+      direction, lr_scaling=lr_scaling, context=context,
       adam_eps=args['eps'] if args['adam_eps'] is None else args['adam_eps'],
       adam_nesterov=(args['nesterov'] if args['adam_nesterov'] is None
                      else args['adam_nesterov']),
@@ -168,18 +174,18 @@ def _matrix_optimizer_with_adamw(
     learning_rate, weight_decay, weight_decay_mask, lr_scaling,
     consistent_rms, adam_learning_rate, adam_b1, adam_b2, adam_eps,
     adam_eps_root, adam_weight_decay, adam_nesterov, mu_dtype, param_labels,
-    weight_dimension_numbers,
+    context,
 ) -> optax.GradientTransformation:
   """direction -> shape scaling -> decoupled decay -> lr; AdamW elsewhere."""
   if param_labels is None:
-    param_labels = lambda p: default_param_labels(p, weight_dimension_numbers)
+    param_labels = lambda p: default_param_labels(
+        p, context.weight_dimension_numbers)
   return optax.partition(
       {
           'muon': optax.chain(
               direction,
-              scale_by_lr_scaling(
-                  lr_scaling, weight_dimension_numbers=weight_dimension_numbers,
-                  consistent_rms=consistent_rms),
+              scale_by_lr_scaling(lr_scaling, consistent_rms=consistent_rms,
+                                  context=context),
               optax.add_decayed_weights(weight_decay, weight_decay_mask),
               optax.scale_by_learning_rate(learning_rate),
           ),
@@ -327,14 +333,13 @@ def muon(
       lr_scaling=lr_scaling, consistent_rms=consistent_rms,
       muon_weight_dimension_numbers=muon_weight_dimension_numbers,
       weight_dimension_numbers=weight_dimension_numbers)
+  context = _context.MatrixContext(dims, mesh, mesh_axes, batch_same_shapes)
   direction = optax.chain(
       momentum(beta, nesterov=nesterov, mu_dtype=mu_dtype),
       scale_by_newton_schulz(ns_coeffs, ns_steps, ns_dtype, eps,
-                             weight_dimension_numbers=dims,
-                             batch_same_shapes=batch_same_shapes,
-                             mesh=mesh, mesh_axes=mesh_axes),
+                             context=context),
   )
-  return _with_adamw(direction, dims, lr_scaling, locals())
+  return _with_adamw(direction, context, lr_scaling, locals())
 
 
 def mimuon(
@@ -419,17 +424,13 @@ def mimuon(
       lr_scaling=lr_scaling, consistent_rms=consistent_rms,
       muon_weight_dimension_numbers=muon_weight_dimension_numbers,
       weight_dimension_numbers=weight_dimension_numbers)
+  context = _context.MatrixContext(dims, mesh, mesh_axes, batch_same_shapes)
   direction = optax.chain(
       momentum(beta, nesterov=nesterov, mu_dtype=mu_dtype),
       mimuon_mix(
-          scale_by_newton_schulz(
-              ns_coeffs, ns_steps, ns_dtype, eps,
-              weight_dimension_numbers=dims,
-              batch_same_shapes=batch_same_shapes,
-              mesh=mesh, mesh_axes=mesh_axes),
+          scale_by_newton_schulz(ns_coeffs, ns_steps, ns_dtype, eps,
+                                 context=context),
           tau, tau_mode=tau_mode, gap_every=gap_every, sgd_scale=sgd_scale,
-          rank_tol=rank_tol, precision=precision,
-          weight_dimension_numbers=dims,
-          mesh=mesh, mesh_axes=mesh_axes),
+          rank_tol=rank_tol, precision=precision, context=context),
   )
-  return _with_adamw(direction, dims, lr_scaling, locals())
+  return _with_adamw(direction, context, lr_scaling, locals())

@@ -54,14 +54,6 @@ def check_mesh(mesh: jax.sharding.Mesh, mesh_axes: MeshAxes) -> None:
         'names)).')
 
 
-def on_cpu(mesh: jax.sharding.Mesh) -> bool:
-  """Whether ``mesh`` holds CPU devices (an abstract mesh: the default)."""
-  devices = getattr(mesh, 'devices', None)
-  if devices is None or not hasattr(devices, 'flat'):
-    return jax.default_backend() == 'cpu'
-  return next(iter(devices.flat)).platform == 'cpu'
-
-
 def shard_stacks(
     fn: Callable[[list[jax.Array]], list[Any]],
     stacks: Sequence[jax.Array],

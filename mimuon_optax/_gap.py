@@ -34,8 +34,10 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
+from mimuon_optax import _context
 from mimuon_optax import _distributed
 from mimuon_optax import _matrix
+from mimuon_optax import _platform
 
 PRECISIONS = ('auto', 'float64', 'float32')
 EPS32 = float(np.finfo(np.float32).eps)
@@ -62,7 +64,7 @@ def resolve_precision(precision: str) -> str:
     raise ValueError(f'precision must be one of {PRECISIONS}, got'
                      f' {precision!r}')
   if precision == 'auto':
-    return 'float32' if jax.default_backend() == 'tpu' else 'float64'
+    return 'float64' if _platform.has_float64() else 'float32'
   return precision
 
 
@@ -303,40 +305,27 @@ def spectral_gaps(
     precision: str = 'auto',
     mesh: jax.sharding.Mesh | None = None,
     mesh_axes: _distributed.MeshAxes = None,
+    context: _context.MatrixContext | None = None,
 ) -> list[GapStats]:
   """:func:`spectral_gap` of many stacks ``(B_i, M_i, N_i)`` in one call.
 
   All matrices share one zero-padded spectrum call (zero padding only adds
   zero singular values, below the rank floor).
 
-  With a ``mesh``, equal-shape stacks are concatenated, zero-padded and split
-  over the devices of ``mesh_axes`` (default: all) as whole matrices
+  With a ``mesh`` (or a ``context`` holding one), equal-shape stacks are
+  concatenated, zero-padded and split over the devices of ``mesh_axes``
+  (default: all) as whole matrices
   (:func:`~mimuon_optax._distributed.shard_stacks`); each device measures
   its own matrices, so no Gram is ever all-reduced. Zero padding matrices
   have gap +inf and are dropped. The statistics come back replicated.
   """
   precision = resolve_precision(precision)
+  context = _context.resolve(context, mesh=mesh, mesh_axes=mesh_axes)
   if not stacks:
     return []
-  # Several CPU devices share one thread pool: a mesh, or plain GSPMD that
-  # may partition this step over them.
-  serial = (_distributed.on_cpu(mesh) if mesh is not None else
-            jax.default_backend() == 'cpu' and jax.device_count() > 1)
-  eigvals_only = _cpu_serial(_eigvals_only) if serial else _eigvals_only
-  if mesh is None:
-    return _padded_stats(stacks, rank_tol, precision, eigvals_only)
+  eigvals_only = _eigvals_only
+  if _platform.serial_lapack(context.mesh):
+    eigvals_only = _platform.one_matrix_at_a_time(_eigvals_only)
+  # One padded call for all stacks (group=True joins equal shapes first).
   local = lambda xs: _padded_stats(xs, rank_tol, precision, eigvals_only)
-  stats = _distributed.grouped_shard_stacks(local, stacks, mesh, mesh_axes)
-  return _distributed.replicate(stats, mesh)  # B floats each: gather them.
-
-
-def _cpu_serial(fn):
-  """``fn`` one matrix at a time (``lax.map``), for XLA:CPU.
-
-  jaxlib's batched LAPACK kernels fan their batch out onto the CPU client's
-  thread pool and block until it is done; when GSPMD partitions the step
-  over simulated CPU devices, those threads can all be parked in another
-  device's collective, and the step never finishes. One matrix at a time
-  runs inline. Accelerators keep the batched call. (jaxlib 0.10.2.)
-  """
-  return lambda g_BxKxK: jax.lax.map(lambda g: fn(g[None])[0], g_BxKxK)
+  return context.run(local, stacks, replicate=True, group=True)

@@ -306,7 +306,7 @@ def stagger_phases(tree: Any, weight_dimension_numbers: WeightDimNums,
                    every: int) -> Any:
   """The step phase of every matrix under :func:`run_staggered`.
 
-  A tree like :func:`zeros_per_matrix`'s: matrix j is measured on the steps
+  One value per matrix (shape ``batch_shape``): matrix j is measured on the steps
   t with ``t % every == phase[j]`` (for analysing ``gap_every`` runs).
   """
   views = matrix_views(tree, weight_dimension_numbers)
@@ -324,27 +324,3 @@ def stagger_phases(tree: Any, weight_dimension_numbers: WeightDimNums,
           jnp.arange(start, start + b) % every)
       start += b
   return treedef.unflatten(leaves)
-
-
-def map_batched(fn: Callable[[jax.Array], Any], views: Any, tree: Any, *,
-                group: bool = True) -> Any:
-  """Runs ``fn`` on ``(B, M, N)`` stacks, one call per group of equal shapes.
-
-  With ``group=True``, stacks of equal ``(fan_in, fan_out, dtype)`` are
-  concatenated into one call (one batched NS instead of one per leaf: the
-  196 matrices of Qwen3-0.6B become 5 calls); with ``group=False`` every leaf
-  gets its own call. ``fn`` returns a pytree of arrays with leading axis B
-  (matrices or per-matrix stats), split back per leaf.
-  """
-  key = same_shape if group else (lambda i, x: i)
-  return map_stacks(
-      lambda stacks: run_grouped(lambda joined: [fn(x) for x in joined],
-                                 stacks, key), views, tree)
-
-
-def zeros_per_matrix(params: Any, weight_dimension_numbers: WeightDimNums,
-                     dtype: Any, fill: Any = 0) -> Any:
-  """One value per matrix (shape ``batch_shape``) for state diagnostics."""
-  views = matrix_views(params, weight_dimension_numbers)
-  return map_matrices(
-      lambda view, _: jnp.full(view.batch_shape, fill, dtype), views, params)

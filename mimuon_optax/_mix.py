@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from mimuon_optax import _checks
+from mimuon_optax import _context
 from mimuon_optax import _distributed
 from mimuon_optax import _gap
 from mimuon_optax import _matrix
@@ -51,6 +52,7 @@ def mimuon_mix(
     weight_dimension_numbers: _matrix.WeightDimNums = None,
     mesh: jax.sharding.Mesh | None = None,
     mesh_axes: _distributed.MeshAxes = None,
+    context: _context.MatrixContext | None = None,
 ) -> optax.GradientTransformation:
   r"""MiMuon's gate: orthogonalize a matrix only if its spectrum is separated.
 
@@ -118,6 +120,9 @@ def mimuon_mix(
     mesh: spread the gap test's whole matrices over this mesh (see
       :func:`spectral_gaps`); give the orthogonalizer the same ``mesh``.
     mesh_axes: mesh axes to spread over; None: all.
+    context: a :class:`MatrixContext` holding ``weight_dimension_numbers``,
+      ``mesh`` and ``mesh_axes`` (give either it or them); pass the
+      orthogonalizer the same one, as :func:`mimuon` does.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a
@@ -143,12 +148,14 @@ def mimuon_mix(
   _gap.resolve_precision(precision)  # Fail early on a bad name.
   if isinstance(gap_every, int) and gap_every < 1:
     raise ValueError(f'gap_every must be >= 1, got {gap_every}')
-  if mesh is not None:
-    _distributed.check_mesh(mesh, mesh_axes)  # Fail early.
+  context = _context.resolve(
+      context, weight_dimension_numbers=weight_dimension_numbers, mesh=mesh,
+      mesh_axes=mesh_axes)
 
   def init_fn(params):
-    per_matrix = lambda dtype, fill=0: _matrix.zeros_per_matrix(
-        params, weight_dimension_numbers, dtype, fill)
+    views = context.views(params)
+    per_matrix = lambda dtype, fill=0: _matrix.map_matrices(
+        lambda view, _: jnp.full(view.batch_shape, fill, dtype), views, params)
     return MiMuonMixState(
         count=jnp.zeros([], jnp.int32),
         orthogonalized=per_matrix(jnp.bool_),
@@ -164,7 +171,7 @@ def mimuon_mix(
 
   def measure_stacks(stacks):
     stats = _gap.spectral_gaps(stacks, rank_tol=rank_tol, precision=precision,
-                               mesh=mesh, mesh_axes=mesh_axes)
+                               context=context)
     return [(st.min_gap, st.rel_gap, st.rho, floor(st)) for st in stats]
 
   def measure(views, updates, state, staggered):
@@ -188,12 +195,11 @@ def mimuon_mix(
     return tuple(treedef.unflatten(o) for o in old)
 
   def update_fn(updates, state, params=None):
-    views = _matrix.matrix_views(updates, weight_dimension_numbers)
+    views = context.views(updates)
     if tau_mode == 'relative':
       _warn_below_resolution(tau, views, precision)
     _warn_float32_spectrum(views, precision)
-    if mesh is not None:
-      updates = _distributed.like_params(views, updates, params)
+    updates = context.like_params(views, updates, params)
     orth, inner_state = orthogonalizer.update(
         updates, state.inner_state, params)
 
@@ -223,8 +229,7 @@ def mimuon_mix(
           jnp.where(ortho_B11, view.to_matrices(o), u_BxMxN))
 
     out = _matrix.map_matrices(select, views, updates, orth, orthogonalized)
-    if mesh is not None:
-      out = _distributed.like_params(views, out, params)
+    out = context.like_params(views, out, params)
     orth_count = _matrix.map_matrices(
         lambda v, n, d: n + d.astype(jnp.int32), views, state.orth_count,
         orthogonalized)

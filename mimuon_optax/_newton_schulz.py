@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mimuon_optax import _context
 from mimuon_optax import _distributed
 from mimuon_optax import _matrix
 
@@ -185,6 +186,7 @@ def scale_by_newton_schulz(
     batch_same_shapes: bool = True,
     mesh: jax.sharding.Mesh | None = None,
     mesh_axes: _distributed.MeshAxes = None,
+    context: _context.MatrixContext | None = None,
 ) -> optax.GradientTransformation:
   r"""Replaces every matrix by its approximate orthogonal polar factor.
 
@@ -217,6 +219,9 @@ def scale_by_newton_schulz(
       iteration when a matrix dimension is sharded.
     mesh_axes: mesh axis names (or one name) to spread matrices over;
       None: all of them. The computation is replicated along the others.
+    context: a :class:`MatrixContext` holding the four settings above, as
+      :func:`muon` builds once and shares with its other transforms; give
+      either it or those settings.
 
   Returns:
     A stateless ``optax.GradientTransformation``.
@@ -235,28 +240,23 @@ def scale_by_newton_schulz(
     True
   """
   schedule = ns_schedule(ns_coeffs, ns_steps)
-  if mesh is not None:
-    _distributed.check_mesh(mesh, mesh_axes)  # Fail early.
+  context = _context.resolve(
+      context, weight_dimension_numbers=weight_dimension_numbers,
+      batch_same_shapes=batch_same_shapes, mesh=mesh, mesh_axes=mesh_axes)
+  ns = lambda x: newton_schulz(x, schedule, ns_dtype=ns_dtype, eps=eps)
 
   def update_fn(updates, state, params=None):
-    views = _matrix.matrix_views(updates, weight_dimension_numbers)
-    ns = lambda x: newton_schulz(x, schedule, ns_dtype=ns_dtype, eps=eps)
-    if mesh is None:
-      ortho = _matrix.map_batched(ns, views, updates, group=batch_same_shapes)
-    else:
-      updates = _distributed.like_params(views, updates, params)
-      ortho = _matrix.map_stacks(
-          lambda stacks: _distributed.grouped_shard_stacks(
-              lambda local: [ns(x) for x in local], stacks, mesh, mesh_axes,
-              group=batch_same_shapes), views, updates)
-    unview = lambda view, o: view.from_matrices(o)
-    ortho = _matrix.map_matrices(unview, views, ortho)
-    if mesh is not None:
-      ortho = _distributed.like_params(views, ortho, params)
-    return ortho, state
+    views = context.views(updates)
+    updates = context.like_params(views, updates, params)
+    ortho = _matrix.map_stacks(
+        lambda stacks: context.run(lambda xs: [ns(x) for x in xs], stacks),
+        views, updates)
+    ortho = _matrix.map_matrices(
+        lambda view, o: view.from_matrices(o), views, ortho)
+    return context.like_params(views, ortho, params), state
 
   def init_fn(params):
-    _matrix.matrix_views(params, weight_dimension_numbers)  # Fail early.
+    context.views(params)  # Fail early.
     return optax.EmptyState()
 
   return optax.GradientTransformation(init_fn, update_fn)

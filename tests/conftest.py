@@ -1,15 +1,13 @@
 """Shared test helpers: float64 references built with numpy."""
 
-import os
-
-# jaxlib's CPU LAPACK (the MiMuon gap test's eigensolver) is scipy's OpenBLAS;
-# its threads fight XLA's on small machines (100x slower, and hangs seen on
-# 2 cores). Must be set before numpy/scipy/jax load; notebook kernels started
-# by nbmake inherit it.
-os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
-
-import numpy as np  # pylint: disable=g-import-not-at-top
+import numpy as np
 import pytest
+
+# OPENBLAS_NUM_THREADS=1 (scipy's OpenBLAS vs XLA's threads on 2 cores) is
+# set by importing mimuon_optax (mimuon_optax/_platform.py); importing it
+# here sets it before any test runs jax linalg, and notebook kernels
+# started by nbmake inherit it.
+import mimuon_optax  # noqa: F401  pylint: disable=unused-import
 
 
 def random_orthogonal(rng, n):

@@ -1,0 +1,80 @@
+"""Platform workarounds and guesses, in one place, each with when to delete it.
+
+Everything here exists because of one backend's behaviour, not because of
+the algorithm. Each entry says which release should let us delete it; check
+again on every jaxlib upgrade (``tests/test_platform.py`` pins what each
+one does).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import jax
+
+
+def limit_openblas_threads() -> None:
+  """Sets ``OPENBLAS_NUM_THREADS=1`` unless the user set it.
+
+  jaxlib's CPU LAPACK (the gap test's eigensolver) calls scipy's OpenBLAS,
+  whose threads fight XLA's thread pool: on a 2-core machine a 128x128
+  ``eigvalsh`` took 110 ms instead of 1.3 ms, and a jitted MiMuon step on
+  the tiny Qwen3 deadlocked within a few steps. OpenBLAS reads the variable
+  when it is loaded, which is at the first jax linalg call of the process,
+  so importing ``mimuon_optax`` before that is enough (numpy's own BLAS,
+  loaded with numpy, is not affected). Child processes inherit it.
+
+  Delete when jaxlib's CPU LAPACK stops calling a threaded BLAS (still
+  needed with jaxlib 0.10.2).
+  """
+  os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
+
+
+def on_cpu(mesh: jax.sharding.Mesh | None) -> bool:
+  """Whether ``mesh`` (None: the default backend) holds CPU devices.
+
+  An abstract mesh has no devices; it is guessed to be on the default
+  backend. Not a workaround: the platform guess :func:`serial_lapack` needs.
+  """
+  devices = getattr(mesh, 'devices', None)
+  if devices is None or not hasattr(devices, 'flat'):
+    return jax.default_backend() == 'cpu'
+  return next(iter(devices.flat)).platform == 'cpu'
+
+
+def serial_lapack(mesh: jax.sharding.Mesh | None) -> bool:
+  """Whether batched LAPACK calls must run one matrix at a time.
+
+  True on CPU when several CPU devices share the process: a ``mesh`` of
+  them, or plain GSPMD (no mesh) that may partition the step over them. See
+  :func:`one_matrix_at_a_time` for why.
+  """
+  if mesh is not None:
+    return on_cpu(mesh)
+  return jax.default_backend() == 'cpu' and jax.device_count() > 1
+
+
+def one_matrix_at_a_time(fn: Callable[[jax.Array], jax.Array]
+                         ) -> Callable[[jax.Array], jax.Array]:
+  """``fn`` on a ``(B, ...)`` batch, one matrix at a time (``lax.map``).
+
+  jaxlib's batched CPU LAPACK kernels fan their batch out onto the CPU
+  client's thread pool and block until it is done; when GSPMD partitions the
+  step over simulated CPU devices, those threads can all be parked in
+  another device's collective, and the step never finishes. One matrix at a
+  time runs inline. Accelerators keep the batched call.
+
+  Delete when jaxlib's CPU LAPACK custom calls no longer block on the shared
+  thread pool (still needed with jaxlib 0.10.2:
+  ``tests/test_sharding.py`` hangs without it).
+  """
+  return lambda x_B: jax.lax.map(lambda x: fn(x[None])[0], x_B)
+
+
+def has_float64() -> bool:
+  """Whether the default backend computes in float64 (TPU does not).
+
+  Not a workaround: it picks the gap test's ``precision="auto"``.
+  """
+  return jax.default_backend() != 'tpu'
