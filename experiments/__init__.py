@@ -1,6 +1,6 @@
 """Experiments for mimuon_optax: training scripts, sweeps and measurements.
 
-Each module is a script, run from the repository root as
+Each script is a module, run from the repository root as
 `python -m experiments.<name>` (`--help` lists its flags), with a dataclass
 config:
 
@@ -15,6 +15,13 @@ config:
   gate_scaling  which gap statistic is size-free (random matrices, k=16..1024)
   compare       the three optimizers on one task -> markdown table + plot
   launch        N local processes of a multi-process run (pod rehearsal)
+
+and the modules they share: cli (flags from a config dataclass), optimizers
+(the three optimizers and their learning rates), loop (the training loop),
+diagnostics (per-matrix MiMuon logs), reporting (jsonl, JSON, markdown,
+COMMAND.md), plots, distributed (several processes), spectra_analysis and
+spectra_plots (spectra's analysis and plot), tau_sweep_report (tau_sweep's
+tables and plots).
 
 Importing this package sets OPENBLAS_NUM_THREADS=1 unless it is already set.
 jaxlib's CPU LAPACK (the MiMuon gap test's eigensolver) comes from scipy's

@@ -4,10 +4,10 @@
   python -m experiments.compare --preset demo --sweep   # the lr sweep
 
 Each optimizer trains the same model from the same init on the same batches
-(`--seed`), at its tuned learning rate (common.DEFAULT_LRS, from `--sweep`).
+(`--seed`), at its tuned learning rate (optimizers.DEFAULT_LRS, from `--sweep`).
 `--sweep` instead trains every optimizer at every learning rate of its grid
 for `--sweep-steps` steps and reports the held-out loss of each (sweep.md);
-the best go into common.DEFAULT_LRS by hand.
+the best go into optimizers.DEFAULT_LRS by hand.
 
 Writes to `--out`: results.md (table + command + environment), results.json,
 loss_curves.png, and one folder per run with its metrics.jsonl.
@@ -23,11 +23,15 @@ import time
 from typing import Any, Sequence
 
 import mimuon_optax
-from experiments import common
+from experiments import cli
 from experiments import data_images
+from experiments import optimizers
+from experiments import plots
+from experiments import reporting
 from experiments import train_lm
 from experiments import train_vision
-from experiments.common import field
+from experiments.cli import field
+from mimuon_optax import _mix
 
 TASKS = ("lm", "vision")
 PRESETS = {
@@ -49,10 +53,10 @@ class CompareConfig:
   preset: str | None = field(None, f"defaults for a setup: {sorted(PRESETS)}")
   out: str = field("runs/compare", "output directory")
   task: str = field("lm", "task", choices=TASKS)
-  optimizers: tuple[str, ...] = field(common.OPTIMIZERS, "optimizers to run",
-                                      choices=common.OPTIMIZERS)
+  optimizers: tuple[str, ...] = field(optimizers.OPTIMIZERS, "optimizers to run",
+                                      choices=optimizers.OPTIMIZERS)
   lrs: tuple[float, ...] | None = field(
-      None, "peak lr per optimizer (same order); none: common.DEFAULT_LRS")
+      None, "peak lr per optimizer (same order); none: optimizers.DEFAULT_LRS")
   steps: int = field(300, "training steps per optimizer", minimum=1)
   warmup_steps: int = field(20, "linear warmup steps", minimum=0)
   eval_every: int = field(100, "evaluate every k steps (and at the end)",
@@ -73,9 +77,9 @@ class CompareConfig:
   tau: float = field(mimuon_optax.DEFAULT_TAU,
                      "MiMuon gate threshold (library default)")
   tau_mode: str = field("spacing", "MiMuon gate statistic",
-                        choices=common._mix.TAU_MODES)
+                        choices=_mix.TAU_MODES)
   sgd_scale: str = field("none", "MiMuon SGD-branch scale",
-                         choices=common._mix.SGD_SCALES)
+                         choices=_mix.SGD_SCALES)
   # sweep
   sweep: bool = field(False, "run the learning-rate sweep instead")
   sweep_steps: int = field(150, "steps of each sweep run", minimum=1)
@@ -107,10 +111,10 @@ def run_one(cfg: CompareConfig, optimizer: str, lr: float | None, steps: int,
         **shared)
     summary = train_vision.run(run_cfg, data)
   summary.pop("params")
-  default_lr, default_adam_lr = common.DEFAULT_LRS[cfg.task][optimizer]
+  default_lr, default_adam_lr = optimizers.DEFAULT_LRS[cfg.task][optimizer]
   summary["lr"] = default_lr if lr is None else lr
   summary["adam_lr"] = None if optimizer == "adamw" else default_adam_lr
-  summary["records"] = common.read_jsonl(out / "metrics.jsonl")
+  summary["records"] = reporting.read_jsonl(out / "metrics.jsonl")
   return summary
 
 
@@ -147,9 +151,9 @@ def compare(cfg: CompareConfig, command: str) -> str:
   summaries = [run_one(cfg, opt, lr, cfg.steps, out / opt, data)
                for opt, lr in zip(cfg.optimizers, lrs)]
   total_s = time.perf_counter() - t0
-  table = common.markdown_table(_headers(cfg),
+  table = reporting.markdown_table(_headers(cfg),
                                 [_row(cfg, s) for s in summaries])
-  env = common.env_info()
+  env = reporting.env_info()
   what = (f"{cfg.model_preset} Qwen3 on Shakespeare ({cfg.tokenizer} tokens),"
           f" B={cfg.batch_size}, T={cfg.seq_len}" if cfg.task == "lm" else
           f"{cfg.model} on {cfg.dataset}, B={8 * cfg.batch_size}")
@@ -164,20 +168,20 @@ def compare(cfg: CompareConfig, command: str) -> str:
       f"Environment: {env['cpu']} ({env['cpu_count']} cores), {env['device']},"
       f" jax {env['jax']}, optax {env['optax']}, flax {env['flax']}.", ""])
   (out / "results.md").write_text(text)
-  common.write_command_md(
+  reporting.write_command_md(
       out, f"compare: {what}", command, [cfg.seed], total_s,
       [f"{s['optimizer']}: lr {s['lr']:g}, adam lr {s['adam_lr']}"
        for s in summaries] +
       [f"MiMuon: tau={cfg.tau}, tau_mode={cfg.tau_mode},"
        f" sgd_scale={cfg.sgd_scale}", "table: results.md"])
-  common.write_json(out / "results.json", {
-      "config": common.config_dict(cfg), "command": command, "env": env,
+  reporting.write_json(out / "results.json", {
+      "config": cli.config_dict(cfg), "command": command, "env": env,
       "total_wall_s": total_s,
       "runs": [{k: v for k, v in s.items() if k != "records"}
                for s in summaries]})
   runs = {s["optimizer"]: _held_out_as_val(cfg, s["records"])
           for s in summaries}
-  common.plot_loss_curves(runs, out / "loss_curves.png", title=what,
+  plots.plot_loss_curves(runs, out / "loss_curves.png", title=what,
                           extra_key="test_acc" if cfg.task == "vision" else None)
   return text
 
@@ -223,26 +227,26 @@ def sweep(cfg: CompareConfig, command: str) -> str:
                  f"{r['wall_s']:.0f}"])
   headers = ["optimizer", "peak lr", "adam lr", "last train loss",
              "held-out loss", "test acc", "orth. frac (last window)", "wall s"]
-  env = common.env_info()
+  env = reporting.env_info()
   text = "\n".join([
       f"# lr sweep: task {cfg.task}, {cfg.sweep_steps} steps, seed {cfg.seed}",
-      "", common.markdown_table(headers, rows), "",
+      "", reporting.markdown_table(headers, rows), "",
       f"Total wall time: {time.perf_counter() - t0:.0f} s.", "",
       f"Command: `{command}`", "",
       f"Environment: {env['cpu']} ({env['cpu_count']} cores), jax"
       f" {env['jax']}, optax {env['optax']}, flax {env['flax']}.", ""])
   (out / "sweep.md").write_text(text)
-  common.write_command_md(out, f"lr sweep ({cfg.task})", command, [cfg.seed],
+  reporting.write_command_md(out, f"lr sweep ({cfg.task})", command, [cfg.seed],
                           time.perf_counter() - t0, ["table: sweep.md"])
-  common.write_json(out / "sweep.json", {
-      "config": common.config_dict(cfg), "command": command, "env": env,
+  reporting.write_json(out / "sweep.json", {
+      "config": cli.config_dict(cfg), "command": command, "env": env,
       "results": results,
       "best": {k: {"lr": v[0], "held_out_loss": v[1]} for k, v in best.items()}})
   return text
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-  cfg = common.parse_with_presets(CompareConfig, __doc__.split("\n\n")[0],
+  cfg = cli.parse_with_presets(CompareConfig, __doc__.split("\n\n")[0],
                                   PRESETS, argv)
   args = sys.argv[1:] if argv is None else list(argv)
   command = "python -m experiments.compare " + shlex.join(args)

@@ -37,9 +37,11 @@ import numpy as np
 import optax
 
 import mimuon_optax
-from experiments import common
+from experiments import cli
+from experiments import diagnostics
+from experiments import reporting
 from experiments import train_lm
-from experiments.common import field
+from experiments.cli import field
 from mimuon_optax import _matrix
 
 
@@ -99,7 +101,7 @@ def phases_by_name(cfg: GapEveryConfig, names: list[str], k: int
   matrices = jax.tree.map(lambda p, l: p if l == "muon" else optax.MaskedNode(),
                           params, labels)
   phases = _matrix.stagger_phases(matrices, dims, k)
-  flat = common.per_matrix_values(phases)
+  flat = diagnostics.per_matrix_values(phases)
   return np.array([flat[n] for n in names])
 
 
@@ -117,7 +119,7 @@ def _train(cfg: GapEveryConfig, name: str, tau: float, gap_every: int
       log_every=1, eval_every=cfg.eval_every, checkpoint=False,
       progress=False, plot=False, cache_dir=cfg.cache_dir)
   train_lm.run(run_cfg)
-  return common.read_jsonl(pathlib.Path(run_cfg.out) / "metrics.jsonl")
+  return reporting.read_jsonl(pathlib.Path(run_cfg.out) / "metrics.jsonl")
 
 
 def _step_ms(records: list[dict]) -> float:
@@ -156,14 +158,14 @@ def markdown(cfg: GapEveryConfig, results: dict[str, Any]) -> str:
   lines = [
       "On the exact gate's own trajectory: the fraction of (step, matrix)"
       " decisions that `gap_every=k` would take differently.", "",
-      common.markdown_table(
+      reporting.markdown_table(
           ["tau", "matrices", "orthogonalized (exact)", "step-to-step flips"]
           + [f"k={k_}" for k_ in cfg.ks],
           [[tau, r["matrices"], r["orth_frac_exact"], r["flip_rate"]]
            + [r["disagreement"][k_] for k_ in cfg.ks]
            for tau, r in results.items()]),
       "", f"Trained for real with `gap_every={k}` (its own trajectory):", "",
-      common.markdown_table(
+      reporting.markdown_table(
           ["tau", "val loss (gap_every=1)", f"val loss (gap_every={k})",
            f"orthogonalized (gap_every={k})", "ms/step (gap_every=1)",
            f"ms/step (gap_every={k})"],
@@ -175,7 +177,7 @@ def markdown(cfg: GapEveryConfig, results: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  cfg = common.parse_config(GapEveryConfig, __doc__.split("\n\n")[0], argv)
+  cfg = cli.parse_config(GapEveryConfig, __doc__.split("\n\n")[0], argv)
   out = pathlib.Path(cfg.out)
   out.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()
@@ -184,11 +186,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   table = markdown(cfg, results)
   (out / "results.md").write_text("# gap_every: amortized vs exact gate\n\n"
                                   + table)
-  common.write_json(out / "results.json", {"config": common.config_dict(cfg),
+  reporting.write_json(out / "results.json", {"config": cli.config_dict(cfg),
                                            "results": results})
   command = "python -m experiments.gap_every " + shlex.join(
       sys.argv[1:] if argv is None else list(argv))
-  common.write_command_md(out, "gap_every: amortized vs exact MiMuon gate",
+  reporting.write_command_md(out, "gap_every: amortized vs exact MiMuon gate",
                           command.strip(), [cfg.seed], wall_s)
   print(table)
   return results

@@ -35,11 +35,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from experiments import common
+from experiments import cli
 from experiments import data_images
+from experiments import plots
+from experiments import reporting
 from experiments import tau_sweep
+from experiments import tau_sweep_report
 from experiments import train_vision
-from experiments.common import field
+from experiments.cli import field
 
 ARMS = ("adamw", "muon", "mimuon")
 METRICS = ("train_loss", "test_loss", "gap", "test_acc", "orth_frac")
@@ -130,7 +133,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
              "seeds": len(group), "lr": group[0]["lr"]}
       for m in METRICS:
         if all(m in r for r in group):
-          row[f"{m}_mean"], row[f"{m}_std"] = tau_sweep.mean_std(
+          row[f"{m}_mean"], row[f"{m}_std"] = tau_sweep_report.mean_std(
               [r[m] for r in group])
       rows.append(row)
   return rows
@@ -145,7 +148,7 @@ def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
     sel = [r for r in rows if r["optimizer"] == opt]
     if not sel:
       continue
-    color, ls, marker = common.curve_style(i)
+    color, ls, marker = plots.curve_style(i)
     n = np.array([r["n"] for r in sel], float) * (1 + 0.04 * (i - 1))  # dodge
     for ax, metric in zip(axes, ("gap", "test_acc")):
       ax.errorbar(n, [r[f"{metric}_mean"] for r in sel],
@@ -160,7 +163,7 @@ def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, title="bars: ±std over seeds", title_fontsize=8)
   fig.suptitle(title, fontsize=10)
-  common.save_figure(fig, path)
+  plots.save_figure(fig, path)
 
 
 def run(cfg: GenGapConfig, command: str = "") -> list[dict]:
@@ -187,9 +190,9 @@ def run(cfg: GenGapConfig, command: str = "") -> list[dict]:
               f" {r['test_acc']:.4f} ({r['wall_s']:.1f}s)", flush=True)
   wall = time.perf_counter() - t0
   rows = aggregate(runs)
-  common.write_json(out / "results.json", {
+  reporting.write_json(out / "results.json", {
       "config": dataclasses.asdict(cfg), "command": command,
-      "settings": provenance, "env": common.env_info(), "wall_s": wall,
+      "settings": provenance, "env": reporting.env_info(), "wall_s": wall,
       "runs": runs, "summary": rows})
   with open(out / "results.csv", "w", newline="") as f:
     fields = list(dict.fromkeys(k for r in rows for k in r))
@@ -201,14 +204,14 @@ def run(cfg: GenGapConfig, command: str = "") -> list[dict]:
   plot(rows, out / "gen_gap.png", title)
   pm = lambda r, m: (f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}"
                      if f"{m}_mean" in r else "-")
-  table = common.markdown_table(
+  table = reporting.markdown_table(
       ["arm", "N", "train loss", "test loss", "gap", "test acc",
        "orth. fraction"],
       [[r["arm"], r["n"], pm(r, "train_loss"), pm(r, "test_loss"),
         pm(r, "gap"), pm(r, "test_acc"), pm(r, "orth_frac")] for r in rows])
   (out / "results.md").write_text(
       f"# gen_gap: {title}\n\nSettings: {provenance['source']}.\n\n{table}\n")
-  common.write_command_md(
+  reporting.write_command_md(
       out, "gen_gap: generalization gap vs training-set size", command,
       cfg.seeds, wall,
       [f"lrs: {', '.join(f'{o} {lrs[o]:g}' for o in ARMS)} (matrix lr;"
@@ -220,7 +223,7 @@ def run(cfg: GenGapConfig, command: str = "") -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-  cfg = common.parse_config(GenGapConfig, __doc__.split("\n\n")[0], argv)
+  cfg = cli.parse_config(GenGapConfig, __doc__.split("\n\n")[0], argv)
   args = sys.argv[1:] if argv is None else list(argv)
   runs = run(cfg, "python -m experiments.gen_gap " + shlex.join(args))
   print(f"results: {pathlib.Path(cfg.out).resolve()}")

@@ -1,4 +1,4 @@
-"""The training loop shared by train_lm and train_vision.
+"""The training loop shared by train_lm and train_vision, and its flags.
 
   summary = train(cfg, params, tx, loss_fn, batch_fn, evaluate, ...)
 
@@ -8,8 +8,9 @@ state exactly (Orbax, `mimuon_optax.checkpoint`), so `--stop-at k` followed by
 `--resume` gives the same params and losses, bit for bit on CPU, as one
 uninterrupted run.
 
-With a `Placement` the params, optimizer state and batches live on a device
-mesh (train_lm `--mesh`): the step is jitted with their shardings as
+The step and the state placement are `mimuon_optax.training`'s. With a
+`Placement` the params, optimizer state and batches live on a device mesh
+(train_lm `--mesh`): the step is jitted with their shardings as
 `in_shardings` == `out_shardings`. The mesh may span several processes
 (`jax.distributed`, one per host of a pod): each process reads only the rows
 of each batch that its devices hold and the global batch is assembled from
@@ -33,13 +34,42 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-import mimuon_optax
-from experiments import common
+from experiments import cli
+from experiments import diagnostics
+from experiments import distributed
+from experiments import plots
+from experiments import reporting
+from experiments.cli import field
 from mimuon_optax import checkpoint
+from mimuon_optax import training
 
 METRICS = "metrics.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+  """Training-loop fields shared by train_lm and train_vision."""
+
+  out: str = field("runs/run", "output directory (metrics.jsonl, PNG, ckpt/)")
+  steps: int = field(300, "training steps", minimum=1)
+  seed: int = field(0, "seed of the init and of the data order")
+  log_every: int = field(10, "log train loss / throughput every k steps",
+                         minimum=1)
+  eval_every: int = field(100, "evaluate every k steps (and at the end)",
+                          minimum=1)
+  checkpoint_every: int = field(
+      100, "save a checkpoint every k steps (and at the end); 0: only at the"
+      " end", minimum=0)
+  resume: bool = field(False, "continue from the latest checkpoint in out/")
+  stop_at: int | None = field(
+      None, "stop after this step (checkpoint written), as if interrupted;"
+      " the schedule still spans --steps")
+  checkpoint: bool = field(True, "write checkpoints to out/ckpt/ (Orbax)")
+  keep_checkpoints: int = field(
+      1, "how many of the newest checkpoints to keep", minimum=1)
+  progress: bool = field(True, "show a tqdm progress bar")
+  plot: bool = field(True, "write loss_curves.png at the end")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,20 +88,6 @@ class Placement:
   params: Any
   batch: Any
   batch_size: int
-
-  def place(self, tx: optax.GradientTransformation, params: Any
-            ) -> tuple[Any, Any, Any]:
-    """(params, opt_state, opt_state shardings), the first two on the mesh.
-
-    Every process passes the same host `params` and builds only the shards
-    of its own devices; the state is initialized on the mesh, its leaves
-    following the params (`mimuon_optax.opt_state_shardings`).
-    """
-    state_sharding = mimuon_optax.opt_state_shardings(
-        tx.init, params, self.params, self.mesh)
-    params = jax.tree.map(_from_host, params, self.params)
-    opt_state = jax.jit(tx.init, out_shardings=state_sharding)(params)
-    return params, opt_state, state_sharding
 
   def local_rows(self) -> slice:
     """The rows of each global batch that this process's devices hold."""
@@ -93,7 +109,6 @@ class Placement:
           sharding, np.asarray(x), (self.batch_size, *np.shape(x)[1:])), tree)
     return jax.tree.map(one, self.batch, local_batch)
 
-
   def describe(self, tree: Any) -> dict[str, Any]:
     """Where the arrays of `tree` live: the mesh, and how many leaves are
     on it and span devices of several processes."""
@@ -105,12 +120,6 @@ class Placement:
             "leaves_on_mesh": len(on_mesh),
             "leaves_across_processes": sum(
                 not x.is_fully_addressable for x in on_mesh)}
-
-
-def _from_host(x: Any, sharding: jax.sharding.Sharding) -> jax.Array:
-  host = np.asarray(x)
-  return jax.make_array_from_callback(host.shape, sharding,
-                                      lambda index: host[index])
 
 
 def train(
@@ -131,7 +140,7 @@ def train(
   """Trains `params` for `cfg.steps` steps with logging and checkpoints.
 
   Args:
-    cfg: has the `common.LoopConfig` fields and `optimizer`.
+    cfg: has the `LoopConfig` fields and `optimizer`.
     params: initial parameters (a pytree of arrays).
     tx: the optimizer.
     loss_fn: `loss_fn(params, batch) -> scalar`.
@@ -155,19 +164,20 @@ def train(
     and optimizer state).
   """
   out = pathlib.Path(cfg.out)
-  main = common.is_main_process()
+  main = distributed.is_main_process()
   out.mkdir(parents=True, exist_ok=True)
   metrics_path = out / METRICS
   ckpt_dir = out / "ckpt"
-  jit_kwargs, get_batch = {}, batch_fn
+  get_batch = batch_fn
   if placement is None:
     opt_state = tx.init(params)
+    step_fn = training.make_train_step(tx, loss_fn)
   else:
-    params, opt_state, state_sharding = placement.place(tx, params)
-    jit_kwargs = dict(
-        in_shardings=(placement.params, state_sharding, placement.batch),
-        out_shardings=(placement.params, state_sharding,
-                       NamedSharding(placement.mesh, P())))
+    params, opt_state, state_sharding = training.place_train_state(
+        params, tx, placement.mesh, placement.params)
+    step_fn = training.make_train_step(
+        tx, loss_fn, mesh=placement.mesh, param_sharding=placement.params,
+        opt_state_sharding=state_sharding, batch_sharding=placement.batch)
     rows = placement.local_rows()
     read = local_batch_fn or (lambda step, rows: jax.tree.map(
         lambda x: x[rows], batch_fn(step)))
@@ -177,7 +187,7 @@ def train(
     start, params, opt_state = checkpoint.restore_state(
         ckpt_dir, checkpoint.abstract_like(params, opt_state))
     if main:
-      common.truncate_jsonl(metrics_path, start)
+      reporting.truncate_jsonl(metrics_path, start)
       print(f"Resumed from step {start} ({ckpt_dir}).")
   else:
     if main:
@@ -187,20 +197,14 @@ def train(
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     _sync("fresh start")
   if main:
-    common.write_json(out / "config.json", {**common.config_dict(cfg),
-                                            "env": common.env_info()})
-
-  def step_fn(params, opt_state, batch):
-    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    reporting.write_json(out / "config.json", {**cli.config_dict(cfg),
+                                            "env": reporting.env_info()})
 
   t0 = time.perf_counter()
-  train_step = jax.jit(step_fn, donate_argnums=(0, 1), **jit_kwargs).lower(
-      params, opt_state, get_batch(start)).compile()
+  train_step = step_fn.lower(params, opt_state, get_batch(start)).compile()
   compile_s = time.perf_counter() - t0
   is_mimuon = cfg.optimizer == "mimuon"
-  counts = (common.mix_summary(opt_state, None, 1)[1] if is_mimuon else None)
+  counts = (diagnostics.mix_summary(opt_state, None, 1)[1] if is_mimuon else None)
 
   last = cfg.stop_at if cfg.stop_at is not None else cfg.steps
   last = min(last, cfg.steps)
@@ -226,13 +230,13 @@ def train(
         "wall_s": time.perf_counter() - t0,
     }
     if is_mimuon:
-      mix, counts = common.mix_summary(opt_state, counts, done - window_start)
+      mix, counts = diagnostics.mix_summary(opt_state, counts, done - window_start)
       record.update(mix)
     if is_eval:
       record.update(evaluate(params))
       record["gap"] = record[eval_keys[0]] - record[eval_keys[1]]
     if main:
-      common.append_jsonl(metrics_path, record)
+      reporting.append_jsonl(metrics_path, record)
     if is_ckpt and cfg.checkpoint:  # every process writes its shards
       checkpoint.save_state(ckpt_dir, done, params, opt_state,
                             keep=cfg.keep_checkpoints)
@@ -243,12 +247,12 @@ def train(
   wall_s = time.perf_counter() - t0
   if main and cfg.plot and metrics_path.exists():
     extra = "test_acc" if eval_keys[0] == "test_loss" else None
-    records = common.read_jsonl(metrics_path)
+    records = reporting.read_jsonl(metrics_path)
     if extra is None:
-      common.plot_loss_curves({cfg.optimizer: records}, out / "loss_curves.png",
+      plots.plot_loss_curves({cfg.optimizer: records}, out / "loss_curves.png",
                               title=str(out.name))
     else:
-      common.plot_loss_curves({cfg.optimizer: _as_val(records, eval_keys)},
+      plots.plot_loss_curves({cfg.optimizer: _as_val(records, eval_keys)},
                               out / "loss_curves.png", title=str(out.name),
                               extra_key=extra)
   result = {"params": params, "final": record, "wall_s": wall_s,
@@ -288,7 +292,7 @@ class _NoProgress:
 
 
 def _progress(cfg, start, last):
-  if not cfg.progress or not common.is_main_process():
+  if not cfg.progress or not distributed.is_main_process():
     return _NoProgress()
   from tqdm import tqdm
   return tqdm(total=last, initial=start, desc=os.path.basename(cfg.out),
@@ -309,8 +313,8 @@ def write_summary(cfg: Any, params: Any, result: dict[str, Any],
   }
   if "placement" in result:
     summary["placement"] = result["placement"]
-  if common.is_main_process():
-    common.write_json(pathlib.Path(cfg.out) / "summary.json", summary)
+  if distributed.is_main_process():
+    reporting.write_json(pathlib.Path(cfg.out) / "summary.json", summary)
   return {**summary, "params": result["params"]}
 
 

@@ -27,18 +27,23 @@ import sys
 import time
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 import optax
 from flax import nnx
 
 import mimuon_optax
-from experiments import common
+from experiments import cli
 from experiments import data_text
+from experiments import diagnostics
 from experiments import loop
-from experiments.common import field
+from experiments import optimizers
+from experiments import plots
+from experiments import reporting
+from experiments.cli import field
+from mimuon_optax import training
 from mimuon_optax.models.qwen3 import Qwen3Config
 from mimuon_optax.models.qwen3 import Qwen3ForCausalLM
+from mimuon_optax.models.qwen3 import next_token_loss
 from mimuon_optax.models.qwen3 import qwen3_weight_dimension_numbers
 
 
@@ -72,8 +77,8 @@ def layer_kind(name: str) -> str:
 def orth_by_kind(opt_state: Any, previous: dict[str, np.ndarray] | None
                  ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
   """Fraction of matrices per layer kind orthogonalized since `previous`
-  (one step: `common.mix_summary`'s per-matrix fractions, grouped)."""
-  record, counts = common.mix_summary(opt_state, previous, 1)
+  (one step: `diagnostics.mix_summary`'s per-matrix fractions, grouped)."""
+  record, counts = diagnostics.mix_summary(opt_state, previous, 1)
   fracs: dict[str, list[float]] = {}
   for name, frac in record["orth_frac"].items():  # name: layers.q_proj[i]
     fracs.setdefault(layer_kind(name.split("[")[0]), []).append(frac)
@@ -111,20 +116,14 @@ def run(cfg: Qwen06Config, command: str = "") -> dict[str, Any]:
       schedule(cfg.lr), tau=cfg.tau, gap_every=cfg.gap_every,
       adam_learning_rate=schedule(cfg.adam_lr),
       weight_dimension_numbers=qwen3_weight_dimension_numbers(params),
-      **common.ADAMW_LEAVES)
+      **optimizers.ADAMW_LEAVES)
 
   def loss_fn(params, tokens_BxTp1):
-    logits = nnx.merge(graphdef, params)(tokens_BxTp1[:, :-1])
-    return loop.cross_entropy(logits, tokens_BxTp1[:, 1:])
-
-  def step(params, opt_state, batch):
-    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    return next_token_loss(nnx.merge(graphdef, params), tokens_BxTp1)
 
   opt_state = tx.init(params)
   t0 = time.perf_counter()
-  step_fn = jax.jit(step, donate_argnums=(0, 1)).lower(
+  step_fn = training.make_train_step(tx, loss_fn).lower(
       params, opt_state, sampler.batch(0)).compile()
   compile_s = time.perf_counter() - t0
   metrics = out / "metrics.jsonl"
@@ -139,7 +138,7 @@ def run(cfg: Qwen06Config, command: str = "") -> dict[str, Any]:
     record = {"step": i + 1, "loss": loss, "step_s": step_s,
               "orth_frac": kinds, "peak_rss_gib": peak_rss_gib()}
     records.append(record)
-    common.append_jsonl(metrics, record)
+    reporting.append_jsonl(metrics, record)
     print(f"step {i + 1}: loss {loss:.4f} ({step_s:.1f}s) orth"
           f" {np.mean(list(kinds.values())):.2f}", flush=True)
     elapsed = time.perf_counter() - t_start
@@ -163,12 +162,12 @@ def run(cfg: Qwen06Config, command: str = "") -> dict[str, Any]:
       "compile_s": compile_s, "step_s_median": float(np.median(steady)),
       "peak_rss_gib": peak_rss_gib(), "orth_frac_by_kind": per_kind,
       "orth_frac_mean": float(np.mean(list(per_kind.values()))),
-      "wall_s": time.perf_counter() - t_start, "env": common.env_info(),
+      "wall_s": time.perf_counter() - t_start, "env": reporting.env_info(),
       "config": dataclasses.asdict(cfg),
   }
-  common.write_json(out / "summary.json", summary)
+  reporting.write_json(out / "summary.json", summary)
   _plot(records, out / "loss.png", cfg)
-  table = common.markdown_table(
+  table = reporting.markdown_table(
       ["layer kind"] + list(per_kind),
       [["orthogonalized fraction"] + [per_kind[k] for k in per_kind]])
   (out / "results.md").write_text("\n".join([
@@ -179,7 +178,7 @@ def run(cfg: Qwen06Config, command: str = "") -> dict[str, Any]:
       f" compile {compile_s:.0f} s; median step {summary['step_s_median']:.1f}"
       f" s; peak RSS {summary['peak_rss_gib']:.1f} GiB."
       + (f" {stopped}." if stopped else ""), "", table, ""]) + "\n")
-  common.write_command_md(out, "Qwen3-0.6B with mimuon() on the CPU", command,
+  reporting.write_command_md(out, "Qwen3-0.6B with mimuon() on the CPU", command,
                           [cfg.seed], summary["wall_s"])
   return summary
 
@@ -195,7 +194,7 @@ def _plot(records, path, cfg):
   axes[0].set_ylabel("train loss (batch)")
   axes[0].set_title(f"Qwen3-0.6B shapes, {cfg.layers} layers, mimuon()")
   for i, kind in enumerate(records[0]["orth_frac"]):
-    color, ls, marker = common.curve_style(i)
+    color, ls, marker = plots.curve_style(i)
     axes[1].plot(steps, [r["orth_frac"][kind] for r in records], color=color,
                  ls=ls, marker=marker, ms=4, label=kind)
   axes[1].set_xlabel("step")
@@ -204,11 +203,11 @@ def _plot(records, path, cfg):
   axes[1].legend(fontsize=8, ncol=2)
   for ax in axes:
     ax.grid(alpha=0.3)
-  common.save_figure(fig, path)
+  plots.save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  cfg = common.parse_config(Qwen06Config, __doc__.split("\n\n")[0], argv)
+  cfg = cli.parse_config(Qwen06Config, __doc__.split("\n\n")[0], argv)
   args = sys.argv[1:] if argv is None else list(argv)
   summary = run(cfg, "python -m experiments.qwen3_0_6b " + shlex.join(args))
   print(json.dumps({k: v for k, v in summary.items()

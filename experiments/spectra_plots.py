@@ -15,8 +15,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from experiments import common
-from experiments.common import field
+from experiments import cli
+from experiments import plots
+from experiments.cli import field
 
 STYLES = (dict(color="C0", ls="-", marker="o"),
           dict(color="C3", ls="--", marker="s"),
@@ -90,13 +91,11 @@ def plot(result: dict[str, Any], path: str | pathlib.Path) -> None:
       f" {cfg['batch_size']}x{cfg['seq_len']}, measured at step 1 and every"
       f" {cfg['record_every']} (q/k/v/o/gate/up/down), 2-core CPU",
       fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  cfg = common.parse_config(PlotConfig, __doc__.split("\n\n")[0], argv)
+  cfg = cli.parse_config(PlotConfig, __doc__.split("\n\n")[0], argv)
   out = pathlib.Path(cfg.out)
   plot(json.loads((out / "spectra.json").read_text()), out / "spectra.png")
 

@@ -42,12 +42,15 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from experiments import common
+from experiments import cli
 from experiments import data_text
+from experiments import distributed
 from experiments import loop
-from experiments.common import field
+from experiments import optimizers
+from experiments.cli import field
 from mimuon_optax.models.qwen3 import Qwen3Config
 from mimuon_optax.models.qwen3 import Qwen3ForCausalLM
+from mimuon_optax.models.qwen3 import next_token_loss
 from mimuon_optax.models.qwen3 import qwen3_weight_dimension_numbers
 from mimuon_optax.models.qwen3 import sharding as qwen3_sharding
 
@@ -57,8 +60,8 @@ EVAL_SEED_VAL, EVAL_SEED_TRAIN = 1_000_003, 1_000_033
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainLMConfig(common.LoopConfig, common.OptimizerConfig,
-                    common.DistributedConfig):
+class TrainLMConfig(loop.LoopConfig, optimizers.OptimizerConfig,
+                    distributed.DistributedConfig):
   """Configuration of `train_lm` (every field is a `--flag`)."""
 
   out: str = field("runs/train_lm", "output directory")
@@ -85,7 +88,7 @@ class TrainLMConfig(common.LoopConfig, common.OptimizerConfig,
 
   def __post_init__(self):
     super().__post_init__()
-    settings = common.distributed_settings(self)
+    settings = distributed.distributed_settings(self)
     if settings is not None and (settings[1] or 1) > 1 and self.mesh is None:
       raise ValueError(f"--num-processes {settings[1]} needs --mesh (one mesh"
                        " over the devices of every process)")
@@ -154,8 +157,7 @@ def build(cfg: TrainLMConfig) -> dict[str, Any]:
   dims = qwen3_weight_dimension_numbers(params)
 
   def loss_fn(params, tokens_BxTp1):
-    logits_BxTxV = nnx.merge(graphdef, params)(tokens_BxTp1[:, :-1])
-    return loop.cross_entropy(logits_BxTxV, tokens_BxTp1[:, 1:])
+    return next_token_loss(nnx.merge(graphdef, params), tokens_BxTp1)
 
   sampler = data_text.WindowSampler(train_tokens, cfg.seq_len, cfg.batch_size,
                                     cfg.seed)
@@ -176,12 +178,12 @@ def window_rows(sampler: data_text.WindowSampler, index: int,
 
 def run(cfg: TrainLMConfig) -> dict[str, Any]:
   """Trains per `cfg`; returns the summary written to summary.json."""
-  common.init_distributed(cfg)  # before anything touches the devices
-  cfg = common.resolve_lrs(cfg, "lm")  # config.json records the rates used
+  distributed.init_distributed(cfg)  # before anything touches the devices
+  cfg = optimizers.resolve_lrs(cfg, "lm")  # config.json records the rates used
   parts = build(cfg)
   params, loss_fn = parts["params"], parts["loss_fn"]
   mesh, placement = make_placement(cfg, params)
-  tx, schedule = common.make_optimizer(
+  tx, schedule = optimizers.make_optimizer(
       cfg, "lm", cfg.steps, parts["dims"], mesh=mesh,
       mesh_axes=qwen3_sharding.FSDP if mesh is not None else None)
 
@@ -216,9 +218,9 @@ def run(cfg: TrainLMConfig) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  cfg = common.parse_config(TrainLMConfig, __doc__.split("\n\n")[0], argv)
+  cfg = cli.parse_config(TrainLMConfig, __doc__.split("\n\n")[0], argv)
   summary = run(cfg)
-  if common.is_main_process():
+  if distributed.is_main_process():
     print(loop.final_line(cfg, summary, ("train_loss", "val_loss")))
     print(f"results: {pathlib.Path(cfg.out).resolve()}")
   return summary

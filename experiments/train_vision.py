@@ -23,10 +23,12 @@ import numpy as np
 from flax import nnx
 
 import mimuon_optax
-from experiments import common
+from experiments import cli
 from experiments import data_images
+from experiments import diagnostics
 from experiments import loop
-from experiments.common import field
+from experiments import optimizers
+from experiments.cli import field
 
 MODELS = ("cnn", "mlp")
 CONV_DIMS = mimuon_optax.MuonDimensionNumbers(reduction_axis=(0, 1, 2),
@@ -35,7 +37,7 @@ DENSE_DIMS = mimuon_optax.MuonDimensionNumbers(reduction_axis=0, output_axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainVisionConfig(common.LoopConfig, common.OptimizerConfig):
+class TrainVisionConfig(loop.LoopConfig, optimizers.OptimizerConfig):
   """Configuration of `train_vision` (every field is a `--flag`)."""
 
   out: str = field("runs/train_vision", "output directory")
@@ -95,7 +97,7 @@ def vision_dimension_numbers(params: Any) -> Any:
   """Conv kernels -> CONV_DIMS, other 2-D kernels except the head ->
   DENSE_DIMS, everything else (biases, head) -> None (AdamW)."""
   def rule(path, leaf):
-    name = common.short_name(path)
+    name = diagnostics.short_name(path)
     if name.startswith("head") or leaf.ndim < 2:
       return None
     if name.startswith("conv"):
@@ -145,13 +147,13 @@ def evaluate_split(eval_fn, params, x, y, chunk: int = 1000) -> tuple[float, flo
 def run(cfg: TrainVisionConfig,
         data: data_images.ImageData | None = None) -> dict[str, Any]:
   """Trains per `cfg`; returns the summary written to summary.json."""
-  cfg = common.resolve_lrs(cfg, "vision")  # config.json records the rates used
+  cfg = optimizers.resolve_lrs(cfg, "vision")  # config.json records the rates used
   if data is None:
     data = data_images.load_images(cfg.dataset, cfg.data_dir)
   data = data_images.subset(data, cfg.train_size, cfg.seed)
   graphdef, params = init_model(cfg, data, cfg.seed)
   dims = vision_dimension_numbers(params)
-  tx, schedule = common.make_optimizer(cfg, "vision", cfg.steps, dims)
+  tx, schedule = optimizers.make_optimizer(cfg, "vision", cfg.steps, dims)
   loss_fn, eval_fn = make_loss_fns(graphdef)
   x_train, y_train = data.x_train, data.y_train
   n_eval = min(cfg.eval_train_size, len(x_train))
@@ -177,7 +179,7 @@ def run(cfg: TrainVisionConfig,
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  cfg = common.parse_config(TrainVisionConfig, __doc__.split("\n\n")[0], argv)
+  cfg = cli.parse_config(TrainVisionConfig, __doc__.split("\n\n")[0], argv)
   summary = run(cfg)
   print(loop.final_line(cfg, summary, ("train_loss", "test_loss", "test_acc")))
   print(f"results: {pathlib.Path(cfg.out).resolve()}")

@@ -13,9 +13,12 @@ import pytest
 from experiments import data_text as _data_text  # noqa: E402
 _data_text.texts_dir()
 
-from experiments import common  # noqa: E402
+from experiments import cli  # noqa: E402
+from experiments import diagnostics  # noqa: E402
 from experiments import gap_every  # noqa: E402
+from experiments import reporting  # noqa: E402
 from experiments import spectra  # noqa: E402
+from experiments import spectra_analysis  # noqa: E402
 from experiments import train_lm  # noqa: E402
 from experiments import train_vision  # noqa: E402
 from mimuon_optax import checkpoint  # noqa: E402
@@ -56,8 +59,8 @@ def test_resume_matches_uninterrupted_run_bit_for_bit(tmp_path, cache_dir):
   assert a.keys() == b.keys() and any(k.startswith("['opt_state']") for k in a)
   for key in a:
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-  metrics_a = common.read_jsonl(tmp_path / "straight" / "metrics.jsonl")
-  metrics_b = common.read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
+  metrics_a = reporting.read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+  metrics_b = reporting.read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
   assert [r["step"] for r in metrics_a] == [1, 2, 3, 4, 5, 6]
   assert without_timing(metrics_a) == without_timing(metrics_b)
   # The run learns, logs the gap at evals and MiMuon's per-matrix gate.
@@ -73,7 +76,7 @@ def test_vision_cnn_learns_digits(tmp_path):
       batch_size=64, eval_every=30, log_every=10, progress=False, plot=False,
       checkpoint=False)
   summary = train_vision.run(cfg)
-  records = common.read_jsonl(tmp_path / "metrics.jsonl")
+  records = reporting.read_jsonl(tmp_path / "metrics.jsonl")
   assert records[-1]["train_loss"] < records[0]["train_loss"]
   assert summary["final"]["test_acc"] > 0.5
   assert (tmp_path / "summary.json").exists()
@@ -107,12 +110,12 @@ def test_checkpoint_mismatch_is_an_error(tmp_path):
 
 
 def test_config_flags_round_trip():
-  cfg = common.parse_config(train_lm.TrainLMConfig, "", [
+  cfg = cli.parse_config(train_lm.TrainLMConfig, "", [
       "--optimizer", "muon", "--lr", "0.05", "--adam-lr", "none",
       "--val-plays", "hamlet", "macbeth", "--no-progress", "--steps", "7"])
   assert cfg.optimizer == "muon" and cfg.lr == 0.05 and cfg.adam_lr is None
   assert cfg.val_plays == ("hamlet", "macbeth") and cfg.progress is False
-  help_text = common.build_parser(train_lm.TrainLMConfig, "").format_help()
+  help_text = cli.build_parser(train_lm.TrainLMConfig, "").format_help()
   for name in ("--tau-mode", "--sgd-scale", "--resume", "--stop-at", "--preset",
                "--mesh", "--mesh-shard-layers"):
     assert name in help_text
@@ -175,7 +178,7 @@ def test_spectra_records_and_analyses(tmp_path, cache_dir):
   assert np.shape(rec["stats"]["rho"]) == (2, 14)
   kinds = result["analysis"]["models"]["micro"]["kinds"]
   assert list(kinds) == ["q", "k", "v", "o", "gate", "up", "down"]
-  for mode in spectra.MODE_STAT:  # a higher tau never orthogonalizes more
+  for mode in spectra_analysis.MODE_STAT:  # a higher tau never orthogonalizes more
     assert np.all(np.diff(kinds["q"][f"orth_frac_{mode}"]) <= 0)
   for name in ("spectra.json", "findings.md", "COMMAND.md", "spectra.png"):
     assert (tmp_path / name).exists(), name
@@ -185,7 +188,7 @@ def test_short_names():
   from jax.tree_util import DictKey, SequenceKey
   path = (DictKey("model"), DictKey("layers"), SequenceKey(2),
           DictKey("self_attn"), DictKey("q_proj"), DictKey("kernel"))
-  assert common.short_name(path) == "layers.2.q_proj"
+  assert diagnostics.short_name(path) == "layers.2.q_proj"
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -21,8 +21,9 @@ import time
 import numpy as np
 import pytest
 
-from experiments import common
+from experiments import distributed
 from experiments import launch
+from experiments import reporting
 from experiments import train_lm
 from mimuon_optax import checkpoint
 
@@ -91,7 +92,7 @@ def _two_processes(shared, out, *args):
 
 def _losses(out):
   return np.array([r["train_loss"] for r in
-                   common.read_jsonl(pathlib.Path(out) / "metrics.jsonl")])
+                   reporting.read_jsonl(pathlib.Path(out) / "metrics.jsonl")])
 
 
 def _rel_err(a, b):
@@ -294,8 +295,8 @@ def test_mesh_path_across_processes_has_no_gram_all_reduce(shared):
 
 
 def test_flags_are_checked(monkeypatch):
-  for name in (common.ENV_COORDINATOR, common.ENV_NUM_PROCESSES,
-               common.ENV_PROCESS_ID):
+  for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES,
+               distributed.ENV_PROCESS_ID):
     monkeypatch.delenv(name, raising=False)
   config = lambda **kw: train_lm.TrainLMConfig(mesh="2x4", **kw)
   cases = {  # fields -> error naming the flag
@@ -313,14 +314,14 @@ def test_flags_are_checked(monkeypatch):
   with pytest.raises(ValueError, match="needs --mesh"):
     train_lm.TrainLMConfig(coordinator="127.0.0.1:1234", num_processes=2,
                            process_id=0)
-  monkeypatch.setenv(common.ENV_COORDINATOR, "127.0.0.1:1234")
-  monkeypatch.setenv(common.ENV_NUM_PROCESSES, "two")
+  monkeypatch.setenv(distributed.ENV_COORDINATOR, "127.0.0.1:1234")
+  monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "two")
   with pytest.raises(ValueError, match="JAX_NUM_PROCESSES='two'"):
     config()
-  monkeypatch.setenv(common.ENV_NUM_PROCESSES, "2")
-  monkeypatch.setenv(common.ENV_PROCESS_ID, "1")
-  assert common.distributed_settings(config()) == ("127.0.0.1:1234", 2, 1)
-  assert common.distributed_settings(config(process_id=0))[2] == 0  # flag wins
+  monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "2")
+  monkeypatch.setenv(distributed.ENV_PROCESS_ID, "1")
+  assert distributed.distributed_settings(config()) == ("127.0.0.1:1234", 2, 1)
+  assert distributed.distributed_settings(config(process_id=0))[2] == 0  # flag wins
   # The command line: one-line errors naming the flag.
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.train_lm", "--mesh", "2x4",
@@ -358,7 +359,7 @@ def test_process_rows_and_windows(tmp_path):
 def case_stubborn(directory: str) -> None:
   """Ignores SIGTERM, says so in a file, then waits for ever."""
   signal.signal(signal.SIGTERM, signal.SIG_IGN)
-  pathlib.Path(directory, f"ready_{os.environ[common.ENV_PROCESS_ID]}"
+  pathlib.Path(directory, f"ready_{os.environ[distributed.ENV_PROCESS_ID]}"
                ).write_text(str(os.getpid()))
   while True:
     time.sleep(1)
@@ -366,7 +367,7 @@ def case_stubborn(directory: str) -> None:
 
 def case_hlo() -> dict:
   """tests/test_sharding.py's HLO case on a 2x4 mesh over two processes."""
-  common.init_distributed(common.DistributedConfig())  # from JAX_* variables
+  distributed.init_distributed(distributed.DistributedConfig())  # from JAX_* variables
   import jax
   from tests import test_sharding
   assert jax.process_count() == 2 and jax.local_device_count() == 4
@@ -375,5 +376,5 @@ def case_hlo() -> dict:
 
 if __name__ == "__main__":
   _result = globals()[f"case_{sys.argv[1]}"](*sys.argv[2:])
-  if common.is_main_process():
+  if distributed.is_main_process():
     print(json.dumps(_result))

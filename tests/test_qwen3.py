@@ -13,8 +13,9 @@ import torch
 import transformers
 from flax import nnx
 
+from mimuon_optax import _matrix
 from mimuon_optax.models.qwen3 import (Qwen3Config, Qwen3ForCausalLM, generate,
-                                       load_hf_checkpoint,
+                                       load_hf_checkpoint, next_token_loss,
                                        qwen3_weight_dimension_numbers,
                                        save_hf_checkpoint)
 
@@ -261,15 +262,9 @@ def test_sampling_generate_runs():
 
 
 def as_matrices(shape, dims):
-  """(batch, fan_in, fan_out) after optax's transpose-to-batch+red+out."""
-  ndim = len(shape)
-  norm = lambda a: tuple(x % ndim for x in ((a,) if isinstance(a, int) else a))
-  red, out = norm(dims.reduction_axis), norm(dims.output_axis)
-  batch = tuple(a for a in range(ndim) if a not in red + out)
-  transposed = np.zeros(shape, np.int8).transpose(batch + red + out).shape
-  sizes = lambda axes: math.prod(shape[a] for a in axes)
-  flat = (sizes(batch), sizes(red), sizes(out))
-  return np.zeros(transposed, np.int8).reshape(flat).shape
+  """(batch, fan_in, fan_out): the stack of matrices the optimizer sees."""
+  view = _matrix.matrix_view((), shape, dims)
+  return view.to_matrices(jnp.zeros(shape, jnp.int8)).shape
 
 
 @pytest.mark.parametrize("scan_layers", [False, True], ids=["loop", "scan"])
@@ -324,10 +319,7 @@ def test_muon_step_with_dimension_numbers():
 
     @nnx.jit
     def step(model, opt, ids):
-      def loss_fn(model):
-        logits = model(ids[:, :-1])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:]).mean()
-      loss, grads = nnx.value_and_grad(loss_fn)(model)
+      loss, grads = nnx.value_and_grad(next_token_loss)(model, ids)
       opt.update(model, grads)
       return loss
 

@@ -345,10 +345,10 @@ def case_qwen3() -> dict:
   """Tiny Qwen3 train steps on 2x4 (two layouts) vs one device; resume."""
   import tempfile
   import jax
-  import optax
   from flax import nnx
   import mimuon_optax as mo
   from mimuon_optax import checkpoint
+  from mimuon_optax import training
   from mimuon_optax.models import qwen3
   from mimuon_optax.models.qwen3 import sharding
 
@@ -369,12 +369,8 @@ def case_qwen3() -> dict:
   tx = mo.mimuon(**kwargs)
   ref_params, ref_state = params, tx.init(params)
 
-  @jax.jit
-  def ref_step(p, s, batch):
-    loss_of = lambda p: sharding.next_token_loss(nnx.merge(graphdef, p), batch)
-    loss, grads = jax.value_and_grad(loss_of)(p)
-    updates, s = tx.update(grads, s, p)
-    return optax.apply_updates(p, updates), s, loss
+  ref_step = training.make_train_step(tx, qwen3.next_token_loss,
+                                      graphdef=graphdef, donate=False)
 
   ref_losses = []
   for batch in tokens:
@@ -423,7 +419,7 @@ def case_train_lm() -> dict:
   import numpy as np
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
-  from experiments import common
+  from experiments import reporting
   from experiments import train_lm
   from mimuon_optax import checkpoint
 
@@ -436,7 +432,7 @@ def case_train_lm() -> dict:
         eval_every=4, checkpoint_every=4, progress=False, plot=False,
         scan_layers=True, cache_dir=f'{tmp}/cache', tau=0.15, **kw)
     train_lm.run(cfg)
-    return common.read_jsonl(f'{tmp}/{name}/metrics.jsonl')
+    return reporting.read_jsonl(f'{tmp}/{name}/metrics.jsonl')
 
   def losses(records):
     return np.array([r['train_loss'] for r in records])

@@ -25,6 +25,8 @@ import jax
 from flax import nnx
 from optax.contrib import MuonDimensionNumbers
 
+from mimuon_optax.models.paths import path_names
+
 # Rank of each kernel kind without the stacked-layer axis, and where its
 # fan-in axes end (the rest are fan-out), counted from the first matrix axis.
 _MATRIX_KINDS = {
@@ -39,15 +41,8 @@ _MATRIX_KINDS = {
 _NON_MUON_KINDS = ("embed_tokens", "lm_head", "norm")
 
 
-def _key_name(key) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
 def _dimension_numbers(path, leaf) -> MuonDimensionNumbers | None:
-  names = [_key_name(k) for k in path]
+  names = path_names(path)
   ndim = len(leaf.shape)
   for kind, (rank, num_fan_in) in _MATRIX_KINDS.items():
     if kind in names:

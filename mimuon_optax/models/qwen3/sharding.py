@@ -1,13 +1,22 @@
-"""Data x FSDP sharding of `Qwen3ForCausalLM` and a sharded train step.
+"""Data x FSDP partition specs, mesh and batch sharding of `Qwen3ForCausalLM`.
 
   mesh = make_mesh(data=2, fsdp=4)                 # 8 devices, Auto axes
   graphdef, params = nnx.split(model, nnx.Param)
   params = nnx.as_pure(params)
   param_sh = param_shardings(params, mesh)         # FSDP over "fsdp"
   tx = mimuon_optax.mimuon(lr, weight_dimension_numbers=dims, mesh=mesh)
-  params, opt_state, state_sh = shard_train_state(params, tx, mesh, param_sh)
-  step = make_sharded_train_step(graphdef, tx, mesh, param_sh, state_sh)
+  params, opt_state, state_sh = training.place_train_state(
+      params, tx, mesh, param_sh)
+  step = training.make_train_step(
+      tx, next_token_loss, graphdef=graphdef, mesh=mesh,
+      param_sharding=param_sh, opt_state_sharding=state_sh,
+      batch_sharding=batch_sharding(mesh))
   params, opt_state, loss = step(params, opt_state, tokens_BxTp1)
+
+The train step and the state placement are `mimuon_optax.training`'s;
+`shard_train_state` and `make_sharded_train_step` here are those with a
+Qwen3's defaults (`next_token_loss`, `batch_sharding`), under their older
+names.
 
 Every weight is split along one axis over the "fsdp" mesh axis and
 replicated over "data"; the batch is split over both. `jax.jit` (GSPMD)
@@ -35,7 +44,9 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-import mimuon_optax
+from mimuon_optax import training
+from mimuon_optax.models.paths import path_names
+from mimuon_optax.models.qwen3.loss import next_token_loss
 
 DATA, FSDP = "data", "fsdp"
 
@@ -55,11 +66,6 @@ def make_mesh(data: int = 1, fsdp: int | None = None,
                            axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
-def _names(path) -> list[str]:
-  return [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-          for k in path]
-
-
 def param_specs(params: Any, fsdp_size: int, *,
                 shard_layers: bool = False) -> Any:
   """A ``PartitionSpec`` per leaf of a Qwen3 params tree (see the module doc).
@@ -72,7 +78,7 @@ def param_specs(params: Any, fsdp_size: int, *,
   """
   def spec(path, leaf):
     shape = leaf.shape
-    names = _names(path)
+    names = path_names(path)
     if len(shape) < 2:
       return P()
     stacked = "layers" in names and not any(n.isdigit() for n in names)
@@ -108,23 +114,8 @@ def shard_train_state(
     mesh: jax.sharding.Mesh,
     param_sharding: Any,
 ) -> tuple[Any, Any, Any]:
-  """Places ``params``, inits ``tx`` on them with state following the params.
-
-  Returns:
-    ``(params, opt_state, opt_state_sharding)``, the first two on ``mesh``.
-  """
-  params = jax.device_put(params, param_sharding)
-  state_sharding = mimuon_optax.opt_state_shardings(
-      tx.init, params, param_sharding, mesh)
-  opt_state = jax.jit(tx.init, out_shardings=state_sharding)(params)
-  return params, opt_state, state_sharding
-
-
-def next_token_loss(model: nnx.Module, tokens_BxTp1: jax.Array) -> jax.Array:
-  """Mean cross-entropy of ``tokens[:, 1:]`` given ``tokens[:, :-1]``."""
-  logits_BxTxV = model(tokens_BxTp1[:, :-1])
-  return optax.softmax_cross_entropy_with_integer_labels(
-      logits_BxTxV, tokens_BxTp1[:, 1:]).mean()
+  """``mimuon_optax.training.place_train_state`` (this module's older name)."""
+  return training.place_train_state(params, tx, mesh, param_sharding)
 
 
 def make_sharded_train_step(
@@ -137,38 +128,15 @@ def make_sharded_train_step(
     loss_fn: Callable[[nnx.Module, Any], jax.Array] = next_token_loss,
     data_sharding: Any = None,
     donate: bool = True,
-) -> Callable[[Any, Any, Any], tuple[Any, Any, jax.Array]]:
-  """``step(params, opt_state, batch) -> (params, opt_state, loss)``, jitted.
+) -> training.TrainStep:
+  """``mimuon_optax.training.make_train_step`` with a Qwen3's defaults.
 
-  Params and optimizer state keep their shardings (``in_shardings`` ==
-  ``out_shardings``); the batch is split over every device (or as
-  ``data_sharding`` says); the loss comes back replicated.
-
-  Args:
-    model_graphdef: from ``nnx.split(model, nnx.Param)``.
-    tx: the optimizer (give ``muon``/``mimuon`` the same ``mesh``).
-    mesh: from :func:`make_mesh`.
-    param_sharding: from :func:`param_shardings`.
-    opt_state_sharding: from :func:`shard_train_state` or
-      ``mimuon_optax.opt_state_shardings``.
-    loss_fn: ``loss_fn(model, batch) -> scalar``; default
-      :func:`next_token_loss` on ``(B, T + 1)`` tokens.
-    data_sharding: sharding of the batch (a pytree prefix); default
-      :func:`batch_sharding`.
-    donate: donate params and state buffers to the step.
+  ``loss_fn(model, batch)`` defaults to :func:`next_token_loss` on
+  ``(B, T + 1)`` tokens and ``data_sharding`` to :func:`batch_sharding`
+  (the batch split over every device).
   """
-  if data_sharding is None:
-    data_sharding = batch_sharding(mesh)
-  replicated = NamedSharding(mesh, P())
-
-  def step(params, opt_state, batch):
-    loss_of = lambda p: loss_fn(nnx.merge(model_graphdef, p), batch)
-    loss, grads = jax.value_and_grad(loss_of)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  return jax.jit(
-      step,
-      in_shardings=(param_sharding, opt_state_sharding, data_sharding),
-      out_shardings=(param_sharding, opt_state_sharding, replicated),
-      donate_argnums=(0, 1) if donate else ())
+  return training.make_train_step(
+      tx, loss_fn, graphdef=model_graphdef, mesh=mesh,
+      param_sharding=param_sharding, opt_state_sharding=opt_state_sharding,
+      batch_sharding=(batch_sharding(mesh) if data_sharding is None
+                      else data_sharding), donate=donate)
