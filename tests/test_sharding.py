@@ -6,7 +6,7 @@ before jax initializes its CPU backend, and a pytest(-xdist) worker may have
 done that already for other test files. The cases import jax themselves;
 the module's top level imports nothing of it.
 
-  python tests/test_sharding.py step_matches mimuon   # run one case by hand
+  python -m tests.test_sharding step_matches mimuon   # run one case by hand
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ import sys
 import pytest
 
 NUM_DEVICES = 8
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICE_FLAG = f'--xla_force_host_platform_device_count={NUM_DEVICES}'
 
 
 def _run_case(*args: str, timeout: float = 900) -> dict:
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {DEVICE_FLAG}")
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args],
-                        env=env, capture_output=True, text=True,
+  proc = subprocess.run([sys.executable, '-m', 'tests.test_sharding', *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=timeout)
   noise = re.compile(r'Involuntary full rematerialization')
   stderr = '\n'.join(l for l in proc.stderr.splitlines() if not noise.search(l))
@@ -417,8 +418,6 @@ def case_train_lm() -> dict:
   import shutil
   import tempfile
   import numpy as np
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-      __file__))))
   from experiments import reporting
   from experiments import train_lm
   from mimuon_optax import checkpoint
