@@ -22,16 +22,4 @@ diagnostics (per-matrix MiMuon logs), reporting (jsonl, JSON, markdown,
 COMMAND.md), plots, distributed (several processes), spectra_analysis and
 spectra_plots (spectra's analysis and plot), tau_sweep_report (tau_sweep's
 tables and plots).
-
-Importing this package sets OPENBLAS_NUM_THREADS=1 unless it is already set.
-jaxlib's CPU LAPACK (the MiMuon gap test's eigensolver) comes from scipy's
-OpenBLAS; with OpenBLAS threads competing with XLA's thread pool on a 2-core
-machine we measured a 128x128 eigvalsh at 110 ms instead of 1.3 ms, and a
-jitted MiMuon step on the tiny Qwen3 deadlocked within a few steps. The
-variable only takes effect if it is set before OpenBLAS is loaded, i.e.
-before the first jax linalg call in the process.
 """
-
-import os
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

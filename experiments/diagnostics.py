@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 import mimuon_optax
-from mimuon_optax.models.paths import path_names
+from mimuon_optax._paths import path_names
 
 _DROP_WORDS = ("model", "self_attn", "mlp", "kernel")
 

@@ -33,7 +33,6 @@ import shlex
 import sys
 import time
 
-import experiments  # noqa: F401  (sets OPENBLAS_NUM_THREADS first)
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -50,7 +50,6 @@ def child_env(port: int, num_processes: int, process_id: int,
       os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
       JAX_NUM_PROCESSES=str(num_processes), JAX_PROCESS_ID=str(process_id),
       JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(flags),
-      OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"),
       PYTHONPATH=os.pathsep.join(
           p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
 

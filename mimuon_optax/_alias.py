@@ -13,6 +13,7 @@ from optax.contrib import MuonDimensionNumbers
 from mimuon_optax import _context
 from mimuon_optax import _distributed
 from mimuon_optax import _matrix
+from mimuon_optax import _paths
 from mimuon_optax._mix import DEFAULT_TAU
 from mimuon_optax._mix import mimuon_mix
 from mimuon_optax._momentum import momentum
@@ -26,22 +27,9 @@ NON_MATRIX_PATH_WORDS = ('embed', 'embedding', 'embeddings', 'lm_head', 'wte',
                          'wpe', 'head')
 
 
-def _path_components(path) -> list[str]:
-  """Lower-cased key names of a tree path (dict keys, attributes, indices)."""
-  names = []
-  for key in path:
-    for attr in ('key', 'name', 'idx'):
-      if hasattr(key, attr):
-        names.append(str(getattr(key, attr)).lower())
-        break
-    else:
-      names.append(str(key).lower())
-  return names
-
-
 def is_non_matrix_path(path) -> bool:
   """True when a component or a token of one is in NON_MATRIX_PATH_WORDS."""
-  for name in _path_components(path):
+  for name in (n.lower() for n in _paths.path_names(path)):
     tokens = {name, *re.split(r'[_\-.]', name)}
     if tokens & set(NON_MATRIX_PATH_WORDS):
       return True

@@ -1,4 +1,4 @@
-"""Spreading whole matrices over a device mesh, and state shardings.
+"""Placement on a device mesh: whole matrices per device, state like params.
 
 Newton-Schulz on a matrix whose rows or columns are sharded (FSDP) makes
 GSPMD all-reduce or all-gather a Gram-sized array in every iteration. Here

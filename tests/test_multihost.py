@@ -49,7 +49,7 @@ def shared(tmp_path_factory):
 
 def _env(shared, **extra):
   return dict(
-      os.environ, JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1",
+      os.environ, JAX_PLATFORMS="cpu",
       JAX_COMPILATION_CACHE_DIR=shared["jit_cache"],
       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **extra)

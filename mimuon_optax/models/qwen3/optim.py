@@ -25,7 +25,7 @@ import jax
 from flax import nnx
 from optax.contrib import MuonDimensionNumbers
 
-from mimuon_optax.models.paths import path_names
+from mimuon_optax._paths import path_names
 
 # Rank of each kernel kind without the stacked-layer axis, and where its
 # fan-in axes end (the rest are fan-out), counted from the first matrix axis.

@@ -45,7 +45,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mimuon_optax import training
-from mimuon_optax.models.paths import path_names
+from mimuon_optax._paths import path_names
 from mimuon_optax.models.qwen3.loss import next_token_loss
 
 DATA, FSDP = "data", "fsdp"

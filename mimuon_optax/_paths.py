@@ -1,4 +1,4 @@
-"""Names of the keys in a pytree path, the one rule every model here uses.
+"""Names of the keys in a pytree path: the one rule for labels, specs, reports.
 
   >>> import jax
   >>> tree = {"model": {"layers": [{"q_proj": {"kernel": 0}}]}}
