@@ -35,8 +35,12 @@ fashion-mnist:
 	  || echo "WARNING: could not install dataset-fashion-mnist (apt-get);" \
 	          "tests/test_data.py::test_real_fashion_mnist will fail."; }
 
+# Two steps: the fast checks first, then those marked slow (multi-process
+# runs, studies, notebooks, the largest float64 references); see pyproject.
+PYTEST := $(PY) -m pytest -n 2 --durations=25 --doctest-modules mimuon_optax tests --nbmake notebooks
 test: setup fashion-mnist
-	$(PY) -m pytest -n 2 --durations=25 --doctest-modules mimuon_optax tests --nbmake notebooks
+	$(PYTEST) -m "not slow"
+	$(PYTEST) -m slow
 
 demo: setup
 	$(PY) -m experiments.compare --preset demo

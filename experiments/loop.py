@@ -1,4 +1,4 @@
-"""The training loop shared by train_lm and train_vision, and its flags.
+"""The training loop shared by train_lm and train_vision.
 
   summary = train(cfg, params, tx, loss_fn, batch_fn, evaluate, ...)
 

@@ -31,6 +31,13 @@ def polar_factor(x):
   return u @ vt
 
 
+def pytest_collection_modifyitems(items):
+  """Notebooks (nbmake) run in `make test`'s slow step."""
+  for item in items:
+    if item.path.suffix == '.ipynb':
+      item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def rng():
   return np.random.default_rng(0)

@@ -12,6 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 ITEM_NAMES = ['environment', 'ns_bands', 'mimuon_tau0', 'gate_decisions',
               'qwen3_forward', 'step_time', 'flop_floor', 'spectrum_cost']
 BOOKKEEPING = {'status', 'wall_s', 'peak_bytes_in_use'}
+pytestmark = pytest.mark.slow  # One whole benchmark run (~1 min).
 
 
 def run_check(out, budget_s):

@@ -44,6 +44,7 @@ def _git_status():
                         capture_output=True, text=True, check=True).stdout
 
 
+@pytest.mark.slow
 def test_demo_writes_only_under_runs(tmp_path):
   before = _git_status()
   proc = _run('experiments.compare', '--preset', 'demo', '--steps', '4',

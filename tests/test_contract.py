@@ -107,15 +107,17 @@ def test_state_dtype_is_stable_under_lax_cond(name, dtype):
   def step(params, state):
     grads = jax.grad(_loss)(params)
     cond = jax.random.randint(jax.random.key(0), (), 0, 2) == 0
+    # lax.cond raises at trace time if the branches' dtypes differ: the
+    # updates must come back in the params' dtype, the state unchanged.
     updates, state = jax.lax.cond(
         cond, lambda: opt.update(grads, state, params),
         lambda: (params, state))
-    return optax.apply_updates(params, updates), state
+    return optax.apply_updates(params, updates), state, updates
 
   state = opt.init(params)
   for _ in range(2):
-    params, state = step(params, state)
-    assert all(p.dtype == dtype for p in jax.tree.leaves(params))
+    params, state, updates = step(params, state)
+    assert all(u.dtype == dtype for u in jax.tree.leaves(updates))
 
 
 @pytest.mark.parametrize('name', sorted(FACTORIES))

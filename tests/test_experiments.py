@@ -46,6 +46,7 @@ def without_timing(records):
   return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run_bit_for_bit(tmp_path, cache_dir):
   straight = lm_config(tmp_path / "straight", cache_dir)
   train_lm.run(straight)
@@ -155,6 +156,7 @@ def test_gap_every_disagreement():
   assert gap_every.flip_rate(d) == pytest.approx(4 / 10)  # 3 + 1 flips
 
 
+@pytest.mark.slow
 def test_gap_every_runs(tmp_path, cache_dir):
   cfg = gap_every.GapEveryConfig(
       out=str(tmp_path), taus=(0.3,), ks=(2, 4), k_train=4, steps=8,
@@ -168,6 +170,7 @@ def test_gap_every_runs(tmp_path, cache_dir):
   assert np.isfinite(r["val_loss_every4"])
 
 
+@pytest.mark.slow
 def test_spectra_records_and_analyses(tmp_path, cache_dir):
   result = spectra.main([
       "--out", str(tmp_path), "--presets", "micro", "--steps", "3",

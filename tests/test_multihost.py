@@ -122,6 +122,7 @@ def _mesh_of_every_leaf(ckpt):
   return meshes
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_resume_across_process_counts(
     tmp_path, shared):
   walls = {}
@@ -216,6 +217,7 @@ def _alive_in_groups(groups):
   return alive
 
 
+@pytest.mark.slow
 def test_launcher_stops_everything_when_one_process_dies(tmp_path, shared):
   out = tmp_path / "killed"
   launcher = subprocess.Popen(
@@ -256,6 +258,7 @@ def test_launcher_stops_everything_when_one_process_dies(tmp_path, shared):
   assert _alive_in_groups(set(children)) == [], "processes left behind"
 
 
+@pytest.mark.slow
 def test_launcher_timeout_kills_processes_that_ignore_sigterm(tmp_path):
   t0 = time.perf_counter()
   proc = subprocess.Popen(
@@ -277,6 +280,7 @@ def test_launcher_timeout_kills_processes_that_ignore_sigterm(tmp_path):
   assert _alive_in_groups(set(pids)) == [], "processes left behind"
 
 
+@pytest.mark.slow
 def test_mesh_path_across_processes_has_no_gram_all_reduce(shared):
   """muon/mimuon mesh= on a mesh over two processes: no Gram all-reduce."""
   proc = subprocess.run(

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import optax
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -42,6 +43,7 @@ def test_single_device_examples_run(capsys):
   assert "w1" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_multi_device_examples_run(tmp_path):
   checks = """
 assert len(jax.devices()) == 8

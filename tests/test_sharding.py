@@ -36,6 +36,7 @@ def _run_case(*args: str, timeout: float = 900) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('optimizer', ['muon', 'mimuon'])
 def test_sharded_steps_match_unsharded(optimizer):
   # A hang (jaxlib's CPU LAPACK kernels against GSPMD collectives, see
@@ -59,6 +60,7 @@ def test_distributed_ns_has_no_gram_all_reduce():
   assert result['mimuon_distributed_gram_all_reduces'] == 0
 
 
+@pytest.mark.slow
 def test_qwen3_sharded_train_step_and_checkpoint():
   result = _run_case('qwen3')
   for layout in ('fsdp', 'layers'):
@@ -67,6 +69,7 @@ def test_qwen3_sharded_train_step_and_checkpoint():
   assert result['fsdp']['resumed_bit_identical']
 
 
+@pytest.mark.slow
 def test_train_lm_mesh_flags():
   """`experiments.train_lm --mesh`: same training as one device, resumable."""
   result = _run_case('train_lm')
