@@ -40,7 +40,8 @@ def _run_case(*args: str, timeout: float = 900) -> dict:
 @pytest.mark.parametrize('optimizer', ['muon', 'mimuon'])
 def test_sharded_steps_match_unsharded(optimizer):
   # A hang (jaxlib's CPU LAPACK kernels against GSPMD collectives, see
-  # _gap._cpu_serial) fails here by timeout instead of blocking the suite.
+  # _platform.one_matrix_at_a_time) fails here by timeout instead of
+  # blocking the suite.
   result = _run_case('step_matches', optimizer, timeout=300)
   assert result['max_err_mesh'] < 1e-5
   # Plain GSPMD (no mesh=) finishes (the subprocess has a timeout) and agrees.
@@ -386,10 +387,12 @@ def case_qwen3() -> dict:
     param_sharding = sharding.param_shardings(
         params, mesh, shard_layers=layout == 'layers')
     tx = mo.mimuon(mesh=mesh, **kwargs)
-    p, s, state_sharding = sharding.shard_train_state(params, tx, mesh,
+    p, s, state_sharding = training.place_train_state(params, tx, mesh,
                                                       param_sharding)
-    step = sharding.make_sharded_train_step(
-        graphdef, tx, mesh, param_sharding, state_sharding, donate=False)
+    step = training.make_train_step(
+        tx, qwen3.next_token_loss, graphdef=graphdef, mesh=mesh,
+        param_sharding=param_sharding, opt_state_sharding=state_sharding,
+        batch_sharding=sharding.batch_sharding(mesh), donate=False)
     losses = []
     for i, batch in enumerate(tokens):
       new_p, new_s, loss = step(p, s, batch)

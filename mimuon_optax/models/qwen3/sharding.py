@@ -13,10 +13,8 @@
       batch_sharding=batch_sharding(mesh))
   params, opt_state, loss = step(params, opt_state, tokens_BxTp1)
 
-The train step and the state placement are `mimuon_optax.training`'s;
-`shard_train_state` and `make_sharded_train_step` here are those with a
-Qwen3's defaults (`next_token_loss`, `batch_sharding`), under their older
-names.
+The train step and the state placement are `mimuon_optax.training`'s; this
+module only says where a Qwen3's weights and batches live.
 
 Every weight is split along one axis over the "fsdp" mesh axis and
 replicated over "data"; the batch is split over both. `jax.jit` (GSPMD)
@@ -35,18 +33,14 @@ Vectors (norm scales) are replicated either way.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
-import optax
-from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mimuon_optax import training
 from mimuon_optax._paths import path_names
-from mimuon_optax.models.qwen3.loss import next_token_loss
 
 DATA, FSDP = "data", "fsdp"
 
@@ -106,37 +100,3 @@ def param_shardings(params: Any, mesh: jax.sharding.Mesh, *,
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
   """Token batches ``(B, T)``: B split over every device."""
   return NamedSharding(mesh, P((DATA, FSDP)))
-
-
-def shard_train_state(
-    params: Any,
-    tx: optax.GradientTransformation,
-    mesh: jax.sharding.Mesh,
-    param_sharding: Any,
-) -> tuple[Any, Any, Any]:
-  """``mimuon_optax.training.place_train_state`` (this module's older name)."""
-  return training.place_train_state(params, tx, mesh, param_sharding)
-
-
-def make_sharded_train_step(
-    model_graphdef: Any,
-    tx: optax.GradientTransformation,
-    mesh: jax.sharding.Mesh,
-    param_sharding: Any,
-    opt_state_sharding: Any,
-    *,
-    loss_fn: Callable[[nnx.Module, Any], jax.Array] = next_token_loss,
-    data_sharding: Any = None,
-    donate: bool = True,
-) -> training.TrainStep:
-  """``mimuon_optax.training.make_train_step`` with a Qwen3's defaults.
-
-  ``loss_fn(model, batch)`` defaults to :func:`next_token_loss` on
-  ``(B, T + 1)`` tokens and ``data_sharding`` to :func:`batch_sharding`
-  (the batch split over every device).
-  """
-  return training.make_train_step(
-      tx, loss_fn, graphdef=model_graphdef, mesh=mesh,
-      param_sharding=param_sharding, opt_state_sharding=opt_state_sharding,
-      batch_sharding=(batch_sharding(mesh) if data_sharding is None
-                      else data_sharding), donate=donate)
