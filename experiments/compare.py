@@ -118,16 +118,26 @@ def run_one(cfg: CompareConfig, optimizer: str, lr: float | None, steps: int,
   return summary
 
 
-def _row(cfg: CompareConfig, s: dict[str, Any]) -> list[Any]:
+def _label(cfg: CompareConfig, optimizer: str) -> str:
+  """The row label: MiMuon names its gate settings (the README's labels)."""
+  if optimizer != "mimuon":
+    return optimizer
+  scale = "" if cfg.sgd_scale == "none" else f", {cfg.sgd_scale}"
+  return f"mimuon ({cfg.tau_mode}, tau={cfg.tau:g}{scale})"
+
+
+def _row(cfg: CompareConfig, s: dict[str, Any]) -> list[str]:
+  """One table row, losses to 3 decimals (runs differ in the third)."""
   f = s["final"]
   held_out = f["val_loss"] if cfg.task == "lm" else f["test_loss"]
   lr = f"{s['lr']:g}" + ("" if s["adam_lr"] is None else f" / {s['adam_lr']:g}")
   mean_orth = [r["orth_frac_mean"] for r in s["records"] if "orth_frac_mean" in r]
-  row = [s["optimizer"], lr, f["train_eval_loss"], held_out, f["gap"]]
+  row = [_label(cfg, s["optimizer"]), lr] + [
+      f"{x:.3f}" for x in (f["train_eval_loss"], held_out, f["gap"])]
   if cfg.task == "vision":
-    row.append(f["test_acc"])
+    row.append(f"{f['test_acc']:.3f}")
   row += [f"{sum(mean_orth) / len(mean_orth):.3f}" if mean_orth else "-",
-          f"{s['wall_s']:.0f}", f"{s['compile_s']:.0f}"]
+          f"{s['wall_s']:.0f}"]
   return row
 
 
@@ -136,7 +146,7 @@ def _headers(cfg: CompareConfig) -> list[str]:
   h = ["optimizer", "lr (matrix / adam)", "train loss", held, "gap"]
   if cfg.task == "vision":
     h.append("test acc")
-  return h + ["orth. frac", "wall s", "compile s"]
+  return h + ["orth. frac", "wall s"]
 
 
 def compare(cfg: CompareConfig, command: str) -> str:
@@ -162,7 +172,9 @@ def compare(cfg: CompareConfig, command: str) -> str:
       table, "",
       "train loss: on fixed training windows/examples, eval mode; gap ="
       " held-out - train; orth. frac: MiMuon's mean fraction of matrices"
-      " orthogonalized per step; wall s includes compile.", "",
+      " orthogonalized per step; wall s includes compile (compile s: "
+      + ", ".join(f"{s['optimizer']} {s['compile_s']:.0f}" for s in summaries)
+      + "). Losses differ in the third decimal across machines.", "",
       f"Total wall time: {total_s:.0f} s.", "",
       f"Command: `{command}`", "",
       f"Environment: {env['cpu']} ({env['cpu_count']} cores), {env['device']},"
