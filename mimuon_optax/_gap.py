@@ -26,6 +26,7 @@ have to resolve.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Sequence
 
@@ -33,13 +34,15 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
+from scipy.linalg import blas as scipy_blas
+from scipy.linalg import lapack as scipy_lapack
 
 from mimuon_optax import _context
 from mimuon_optax import _distributed
 from mimuon_optax import _matrix
 from mimuon_optax import _platform
 
-PRECISIONS = ('auto', 'float64', 'float32')
+PRECISIONS = ('auto', 'float64', 'host', 'float32')
 EPS32 = float(np.finfo(np.float32).eps)
 EPS64 = float(np.finfo(np.float64).eps)
 
@@ -64,24 +67,40 @@ def resolve_precision(precision: str) -> str:
     raise ValueError(f'precision must be one of {PRECISIONS}, got'
                      f' {precision!r}')
   if precision == 'auto':
-    return 'float64' if _platform.has_float64() else 'float32'
+    return _platform.auto_gate_precision()
   return precision
 
 
-def _wide(x_BxMxN: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """float32, transposed so that M <= N, scaled to max |x| in [1/2, 1).
+def _real_dtype(x) -> np.dtype:
+  return np.dtype(np.complex64 if jnp.iscomplexobj(x) else np.float32)
+
+
+def _ldexp(x, e, xp=jnp):
+  """``x * 2**e``, exact, for real or complex ``x`` (ldexp is real-only)."""
+  if xp.iscomplexobj(x):
+    return xp.ldexp(x.real, e) + 1j * xp.ldexp(x.imag, e)
+  return xp.ldexp(x, e)
+
+
+def _wide(x_BxMxN, xp=jnp) -> tuple[jax.Array, jax.Array]:
+  """float32 (complex64), with M <= N, scaled to max |x| in [1/2, 1).
 
   The scale, a power of two 2^e (``_matrix.pow2_exponent``; exact), makes
   every later step independent of the input's magnitude (no overflow when
-  squaring 1e20 entries). Returns the scaled matrices and e, shape (B,).
-  Inf/NaN inputs become NaN, so that every statistic is NaN.
+  squaring 1e20 entries). Transposing keeps the singular values (of a
+  complex matrix too). Returns the scaled matrices and e, shape (B,).
+  Inf/NaN inputs become NaN, so that every statistic is NaN. ``xp``:
+  ``jax.numpy``, or ``numpy`` on the host.
   """
-  x = x_BxMxN.astype(jnp.float32)
+  x = x_BxMxN.astype(_real_dtype(x_BxMxN))
   if x.shape[-2] > x.shape[-1]:
-    x = jnp.swapaxes(x, -1, -2)
-  exponent_B11 = _matrix.pow2_exponent(x)
-  finite_B11 = jnp.isfinite(jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True))
-  x = jnp.where(finite_B11, jnp.ldexp(x, -exponent_B11), jnp.nan)
+    x = xp.swapaxes(x, -1, -2)
+  max_B11 = xp.max(xp.abs(x), axis=(-2, -1), keepdims=True)
+  finite_B11 = xp.isfinite(max_B11)
+  # = _matrix.pow2_exponent, in xp.
+  usable_B11 = finite_B11 & (max_B11 > 0)
+  exponent_B11 = xp.frexp(xp.where(usable_B11, max_B11, 0.5))[1]
+  x = xp.where(finite_B11, _ldexp(x, -exponent_B11, xp), xp.nan)
   return x, exponent_B11[:, 0, 0]
 
 
@@ -109,7 +128,7 @@ def resolution_factor(precision: str, k: int) -> float:
   s_max >= k eps32 s_max; so 4 eps64 / eps32 (7e-9) bounds every gap. float32
   SVD: 4 sqrt(k) eps32 (1.5e-5 at k = 1024; measured 3-5e-6).
   """
-  if precision == 'float64':
+  if precision in ('float64', 'host'):
     return 4 * EPS64 / EPS32
   return 4 * math.sqrt(k) * EPS32
 
@@ -126,46 +145,86 @@ def rounding_factor(m: int, n: int) -> float:
   return 0.5 * EPS32 * (math.sqrt(m) + math.sqrt(n)) / math.sqrt(m * n)
 
 
-def _stats(s_BxK, rank_floor_B, resolution_B) -> GapStats:
-  """The gate's statistics from ascending singular values (any float dtype)."""
+def _stats(s_BxK, rank_floor_B, resolution_B, xp=jnp) -> GapStats:
+  """The gate's statistics from ascending singular values (any float dtype).
+
+  ``xp`` is ``jax.numpy`` on the device or ``numpy`` on the host
+  (``precision="host"``): one definition for every path.
+  """
   dtype = s_BxK.dtype
   s_max_B = s_BxK[:, -1]
   nonzero_BxK = s_BxK > rank_floor_B[:, None]
-  rank_B = jnp.sum(nonzero_BxK, axis=-1)
+  rank_B = xp.sum(nonzero_BxK, axis=-1)
   # s is ascending, so a pair is nonzero iff its lower value is.
   pair_BxK1 = nonzero_BxK[:, :-1]
   gaps_BxK1 = s_BxK[:, 1:] - s_BxK[:, :-1]
-  gaps_BxK1 = jnp.where(gaps_BxK1 <= resolution_B[:, None], 0, gaps_BxK1)
-  gaps_BxK1 = jnp.where(pair_BxK1, gaps_BxK1, jnp.inf)
-  inf = jnp.asarray(jnp.inf, dtype)
+  gaps_BxK1 = xp.where(gaps_BxK1 <= resolution_B[:, None], 0, gaps_BxK1)
+  gaps_BxK1 = xp.where(pair_BxK1, gaps_BxK1, xp.inf)
+  inf = xp.asarray(xp.inf, dtype)
   if gaps_BxK1.shape[-1] == 0:  # 1 x N or N x 1: never two values.
-    kappa_B = median_B = jnp.full_like(s_max_B, jnp.inf)
+    kappa_B = median_B = xp.full_like(s_max_B, xp.inf)
   else:
-    sorted_BxK1 = jnp.sort(gaps_BxK1, axis=-1)
+    sorted_BxK1 = xp.sort(gaps_BxK1, axis=-1)
     kappa_B = sorted_BxK1[:, 0]
-    n_B = jnp.maximum(rank_B - 1, 1)
-    at = lambda i_B: jnp.take_along_axis(sorted_BxK1, i_B[:, None], -1)[:, 0]
+    n_B = xp.maximum(rank_B - 1, 1)
+    at = lambda i_B: xp.take_along_axis(sorted_BxK1, i_B[:, None], -1)[:, 0]
     median_B = 0.5 * (at((n_B - 1) // 2) + at(n_B // 2))
-  sqrt_r_B = jnp.sqrt(rank_B.astype(dtype))
+  sqrt_r_B = xp.sqrt(rank_B.astype(dtype))
   few = rank_B < 2
-  rho_B = jnp.where(kappa_B > 0, kappa_B * sqrt_r_B / median_B, 0)
-  rel_B = kappa_B / jnp.where(s_max_B > 0, s_max_B, 1)
-  nan_B = jnp.isnan(s_max_B)
-  finish = lambda v: jnp.where(nan_B, jnp.nan, jnp.where(few, inf, v))
+  rho_B = xp.where(kappa_B > 0, kappa_B * sqrt_r_B / median_B, 0)
+  rel_B = kappa_B / xp.where(s_max_B > 0, s_max_B, 1)
+  nan_B = xp.isnan(s_max_B)
+  finish = lambda v: xp.where(nan_B, xp.nan, xp.where(few, inf, v))
   return GapStats(
       min_gap=finish(kappa_B), rel_gap=finish(rel_B), rho=finish(rho_B),
       median_gap=finish(median_B), s_max=s_max_B, rank=rank_B,
       resolution=resolution_B)
 
 
-def _float32(stats: GapStats) -> GapStats:
-  return GapStats(*(f.astype(jnp.int32 if f.dtype.kind in 'iu' else
-                             jnp.float32) for f in stats))
-
-
 def _rank_tol(rank_tol, shape) -> float:
   """numpy ``matrix_rank``'s default for float32 input: max(M, N) * eps."""
   return max(shape[-2:]) * EPS32 if rank_tol is None else float(rank_tol)
+
+
+def _factors(stacks, rank_tol, precision, xp=np):
+  """Per matrix: rank floor, method resolution, rounding (units of s_max)."""
+  per_matrix = lambda f: np.concatenate(
+      [np.full(x.shape[0], f(x), np.float64) for x in stacks])
+  return (per_matrix(lambda x: _rank_tol(rank_tol, x.shape)),
+          per_matrix(lambda x: resolution_factor(precision,
+                                                 min(x.shape[-2:]))),
+          per_matrix(lambda x: rounding_factor(*x.shape[-2:])))
+
+
+def _finish(s_BxK, fro_B, exponent_B, factors, xp=jnp) -> GapStats:
+  """GapStats (float32, in the input's scale) from scaled singular values.
+
+  Computed in ``s_BxK``'s dtype (float64 or float32): the resolution, the
+  statistics, then the power-of-two scaling of :func:`_wide` is undone on
+  the absolute quantities.
+  """
+  rank_rel, res_rel, round_rel = (xp.asarray(f, s_BxK.dtype) for f in factors)
+  s_max_B = s_BxK[:, -1]
+  resolution_B = xp.maximum(res_rel * s_max_B,
+                            round_rel * fro_B.astype(s_BxK.dtype))
+  stats = _stats(s_BxK, rank_rel * s_max_B, resolution_B, xp)
+  stats = GapStats(*(f.astype(np.int32 if f.dtype.kind in 'iu' else
+                              np.float32) for f in stats))
+  unscale = lambda v: xp.ldexp(v, exponent_B).astype(np.float32)
+  return stats._replace(min_gap=unscale(stats.min_gap),
+                        median_gap=unscale(stats.median_gap),
+                        s_max=unscale(stats.s_max),
+                        resolution=unscale(stats.resolution))
+
+
+def _split(stats: GapStats, stacks) -> list[GapStats]:
+  """One GapStats per stack from one over their concatenation."""
+  out, start = [], 0
+  for x in stacks:
+    stop = start + x.shape[0]
+    out.append(GapStats(*(field[start:stop] for field in stats)))
+    start = stop
+  return out
 
 
 def _padded_stats(stacks, rank_tol, precision, eigvals_only) -> list[GapStats]:
@@ -176,14 +235,12 @@ def _padded_stats(stacks, rank_tol, precision, eigvals_only) -> list[GapStats]:
   accelerators want, and on CPU it never runs several LAPACK kernels at
   once (which deadlocked jaxlib's CPU thread pool on 2 cores).
   """
+  if precision == 'host':
+    return _host_stats(stacks, rank_tol)
   wide, exponents = zip(*(_wide(x) for x in stacks))
-  per_matrix = lambda f: np.concatenate(
-      [np.full(x.shape[0], f(x), np.float64) for x in stacks])
-  rank_rel = per_matrix(lambda x: _rank_tol(rank_tol, x.shape))
-  res_rel = per_matrix(
-      lambda x: resolution_factor(precision, min(x.shape[-2:])))
-  round_rel = per_matrix(lambda x: rounding_factor(*x.shape[-2:]))
+  factors = _factors(stacks, rank_tol, precision)
   fro_B = jnp.concatenate([jnp.linalg.norm(w, axis=(-2, -1)) for w in wide])
+  exponent_B = jnp.concatenate(exponents)
   k_max = max(w.shape[-2] for w in wide)
   if precision == 'float32':
     n_max = max(w.shape[-1] for w in wide)
@@ -191,35 +248,88 @@ def _padded_stats(stacks, rank_tol, precision, eigvals_only) -> list[GapStats]:
         jnp.pad(w, ((0, 0), (0, k_max - w.shape[-2]),
                     (0, n_max - w.shape[-1]))) for w in wide])
     s_BxK = jnp.sort(jnp.linalg.svd(padded, compute_uv=False), axis=-1)
-    rank_rel, res_rel, round_rel = (jnp.asarray(v, jnp.float32) for v in (
-        rank_rel, res_rel, round_rel))
-    resolution_B = jnp.maximum(res_rel * s_BxK[:, -1], round_rel * fro_B)
-    stats = _float32(_stats(s_BxK, rank_rel * s_BxK[:, -1], resolution_B))
+    return _split(_finish(s_BxK, fro_B, exponent_B, factors), stacks)
+  with jax.enable_x64(True):
+    grams = []
+    for w in wide:
+      w = w.astype(jnp.promote_types(w.dtype, jnp.float64))
+      g = jnp.matmul(w, jnp.conj(jnp.swapaxes(w, -1, -2)))
+      k = w.shape[-2]
+      grams.append(jnp.pad(g, ((0, 0), (0, k_max - k), (0, k_max - k))))
+    eig_BxK = eigvals_only(jnp.concatenate(grams))
+    s_BxK = jnp.sqrt(jnp.maximum(eig_BxK, 0.0))
+    return _split(_finish(s_BxK, fro_B, exponent_B, factors), stacks)
+
+
+# --- precision="host": the spectrum in float64 on the host CPU -------------
+
+def _host_singular_values(w_MxN: np.ndarray) -> np.ndarray:
+  """Ascending singular values of one scaled wide matrix, float64, on host.
+
+  The float64 (complex128) Gram by BLAS ``syrk`` (``herk``), its eigenvalues
+  by LAPACK ``syevd`` (``heevd``) without eigenvectors. A NaN matrix (from
+  Inf/NaN input) gives NaN values without calling LAPACK.
+  """
+  k = w_MxN.shape[0]
+  if not np.isfinite(w_MxN).all():
+    return np.full(k, np.nan)
+  if np.iscomplexobj(w_MxN):
+    # herk(A) = A A^H (upper); heevd reads the upper triangle.
+    gram = scipy_blas.zherk(1.0, w_MxN.astype(np.complex128))
+    eig, _, info = scipy_lapack.zheevd(gram, compute_v=0, lower=0)
   else:
-    with jax.enable_x64(True):
-      grams = []
-      for w in wide:
-        w = w.astype(jnp.float64)
-        g = jnp.matmul(w, jnp.swapaxes(w, -1, -2))
-        k = w.shape[-2]
-        grams.append(jnp.pad(g, ((0, 0), (0, k_max - k), (0, k_max - k))))
-      eig_BxK = eigvals_only(jnp.concatenate(grams))
-      s_BxK = jnp.sqrt(jnp.maximum(eig_BxK, 0.0))
-      resolution_B = jnp.maximum(res_rel * s_BxK[:, -1],
-                                 round_rel * fro_B.astype(jnp.float64))
-      stats = _float32(_stats(s_BxK, rank_rel * s_BxK[:, -1], resolution_B))
-  # Undo the power-of-two scaling of the absolute quantities.
-  unscale = lambda v, e_B=jnp.concatenate(exponents): jnp.ldexp(v, e_B)
-  stats = stats._replace(min_gap=unscale(stats.min_gap),
-                         median_gap=unscale(stats.median_gap),
-                         s_max=unscale(stats.s_max),
-                         resolution=unscale(stats.resolution))
-  out, start = [], 0
-  for x in stacks:
-    stop = start + x.shape[0]
-    out.append(GapStats(*(field[start:stop] for field in stats)))
-    start = stop
+    gram = scipy_blas.dsyrk(1.0, w_MxN.astype(np.float64))
+    eig, _, info = scipy_lapack.dsyevd(gram, compute_v=0, lower=0)
+  if info != 0:
+    raise RuntimeError(f'precision="host": LAPACK syevd/heevd failed on a'
+                       f' {w_MxN.shape} matrix (info={info}).')
+  return np.sqrt(np.maximum(np.sort(eig), 0.0))
+
+
+def _host_spectra(x_BxMxN: np.ndarray):
+  """(scaled float32 matrices, exponents, ascending float64 values (B, k)).
+
+  Runs on the host, inside the callback: the matrices arrive in their own
+  dtype (``mu_dtype``) and are scaled exactly as on the device
+  (:func:`_wide`); the matrices of the stack are spread over the host's
+  cores (:func:`_platform.host_executor`).
+  """
+  w, exponent_B = _wide(np.asarray(x_BxMxN), np)
+  if w.shape[0] == 0:
+    return w, exponent_B, np.zeros((0, w.shape[1]))
+  rows = _platform.host_executor().map(_host_singular_values, list(w))
+  return w, exponent_B, np.stack(list(rows))
+
+
+def _host_stats_callback(rank_tol, *stacks) -> list[GapStats]:
+  """numpy GapStats per stack: the host end of :func:`_host_stats`."""
+  out = []
+  with np.errstate(divide='ignore', invalid='ignore'):
+    for x in stacks:
+      w, exponent_B, s_BxK = _host_spectra(x)
+      fro_B = np.linalg.norm(w, axis=(-2, -1)) if w.size else np.zeros(0)
+      factors = _factors([x], rank_tol, 'host')
+      out.append(_finish(s_BxK, fro_B, exponent_B, factors, np))
   return out
+
+
+def _stats_shapes(stacks) -> list[GapStats]:
+  return [GapStats(*(jax.ShapeDtypeStruct(
+      x.shape[:1], jnp.int32 if f == 'rank' else jnp.float32)
+      for f in GapStats._fields)) for x in stacks]
+
+
+def _host_stats(stacks, rank_tol) -> list[GapStats]:
+  """:func:`_padded_stats` with ``precision="host"``: one ``pure_callback``.
+
+  The only device-to-host transfer is the stacks themselves, in their own
+  dtype; the host returns float32/int32 statistics, so the device part of
+  the program has no float64 at all (what a TPU needs). An exception on the
+  host surfaces as a Python error from the jitted call.
+  """
+  return jax.pure_callback(
+      functools.partial(_host_stats_callback, rank_tol),
+      _stats_shapes(stacks), *stacks, vmap_method='sequential')
 
 
 def singular_values(x_BxMxN: jax.Array, *, precision: str = 'auto'
@@ -229,13 +339,21 @@ def singular_values(x_BxMxN: jax.Array, *, precision: str = 'auto'
   Computed as the gate computes them (see :func:`spectral_gap`).
   """
   precision = resolve_precision(precision)
+  if precision == 'host':
+    def host(x):
+      _, exponent_B, s_BxK = _host_spectra(x)
+      return np.ldexp(s_BxK, exponent_B[:, None]).astype(np.float32)
+    k = min(x_BxMxN.shape[-2:])
+    return jax.pure_callback(
+        host, jax.ShapeDtypeStruct((x_BxMxN.shape[0], k), jnp.float32),
+        x_BxMxN, vmap_method='sequential')
   w, exponent_B = _wide(x_BxMxN)
   if precision == 'float32':
     s = jnp.sort(jnp.linalg.svd(w, compute_uv=False), axis=-1)
   else:
     with jax.enable_x64(True):
-      w = w.astype(jnp.float64)
-      eig = _eigvals_only(jnp.matmul(w, jnp.swapaxes(w, -1, -2)))
+      w = w.astype(jnp.promote_types(w.dtype, jnp.float64))
+      eig = _eigvals_only(jnp.matmul(w, jnp.conj(jnp.swapaxes(w, -1, -2))))
       s = jnp.sqrt(jnp.maximum(eig, 0.0)).astype(jnp.float32)
   return jnp.ldexp(s, exponent_B[:, None])
 
@@ -324,7 +442,7 @@ def spectral_gaps(
   if not stacks:
     return []
   eigvals_only = _eigvals_only
-  if _platform.serial_lapack(context.mesh):
+  if precision != 'host' and _platform.serial_lapack(context.mesh):
     eigvals_only = _platform.one_matrix_at_a_time(_eigvals_only)
   # One padded call for all stacks (group=True joins equal shapes first).
   local = lambda xs: _padded_stats(xs, rank_tol, precision, eigvals_only)

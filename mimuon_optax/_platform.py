@@ -8,6 +8,7 @@ one does).
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 from typing import Callable
 
@@ -78,3 +79,66 @@ def has_float64() -> bool:
   Not a workaround: it picks the gap test's ``precision="auto"``.
   """
   return jax.default_backend() != 'tpu'
+
+
+def auto_gate_precision() -> str:
+  """What the gate's ``precision="auto"`` means on the default backend.
+
+  - No device float64 (TPU): ``"host"``, the float64 spectrum on the host
+    CPU. A float32 SVD cannot resolve the gaps of real momenta at width >=
+    256 (it agreed with float64 SVD on 12% of the decisions on spiked
+    momentum-like spectra, always taking the SGD branch).
+  - CPU: ``"host"``: the same float64 numbers from LAPACK ``syevd`` in a
+    callback beat the in-graph tridiagonalization + bisection
+    (``benchmarks/step_time.py --gate``; see ``benchmarks/RESULTS.md``).
+  - GPU: ``"float64"`` until a device measurement says otherwise (the host
+    path would copy every momentum to the host each step).
+
+  Re-measure on every jaxlib upgrade (``benchmarks/step_time.py --gate``).
+  """
+  backend = jax.default_backend()
+  if not has_float64() or backend == 'cpu':
+    return 'host'
+  return 'float64'
+
+
+_HOST_EXECUTOR: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def host_gate_workers() -> int:
+  """Threads for the host gate: one per usable core but one, 1 to 32.
+
+  Each thread runs one matrix's single-threaded LAPACK (OpenBLAS is limited
+  to one thread above), so matrices spread over the cores; one core is left
+  to the XLA work that runs beside the callback (Newton-Schulz), so a 2-core
+  machine uses 1 thread and is never oversubscribed. ``MIMUON_HOST_THREADS``
+  overrides it.
+  """
+  env = os.environ.get('MIMUON_HOST_THREADS')
+  if env:
+    return max(1, int(env))
+  cores = len(os.sched_getaffinity(0)) if hasattr(
+      os, 'sched_getaffinity') else (os.cpu_count() or 1)
+  return max(1, min(32, cores - 1))
+
+
+def host_executor() -> concurrent.futures.Executor:
+  """The host gate's thread pool (created once per process, threads daemon).
+
+  A pool of one runs the work inline in the callback's thread instead.
+  """
+  global _HOST_EXECUTOR
+  if host_gate_workers() == 1:
+    return _Inline()
+  if _HOST_EXECUTOR is None:
+    _HOST_EXECUTOR = concurrent.futures.ThreadPoolExecutor(
+        host_gate_workers(), thread_name_prefix='mimuon-host-gate')
+  return _HOST_EXECUTOR
+
+
+class _Inline(concurrent.futures.Executor):
+  """An executor that runs ``map`` in the calling thread."""
+
+  def map(self, fn, *iterables, timeout=None, chunksize=1):
+    del timeout, chunksize
+    return map(fn, *iterables)
