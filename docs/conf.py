@@ -57,7 +57,8 @@ nb_execution_mode = 'off'
 
 # API reference.
 autosummary_generate = True
-autodoc_typehints = 'description'
+# Types are in the docstrings' prose; chex's unions would flood the pages.
+autodoc_typehints = 'none'
 autodoc_member_order = 'bysource'
 autodoc_default_options = {'members': False}
 napoleon_google_docstring = True
