@@ -7,15 +7,17 @@
   cfg = parse_config(Config, "what the script does")
 
 Types come from the annotations (bool -> `--flag/--no-flag`, `tuple[X, ...]`
--> one or more X, `X | None` accepts `none`); `choices` and `minimum` are
-checked by argparse, and a `ValueError` from the dataclass's `__post_init__`
-becomes a one-line usage error.
+-> one or more X, `X | None` accepts `none`); `choices`, `minimum` and
+`positive` are checked by argparse, a float flag never accepts NaN, and a
+`ValueError` from the dataclass's `__post_init__` becomes a one-line usage
+error (exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -23,13 +25,16 @@ from typing import Any, Sequence
 
 
 def field(default: Any, help: str, *, choices: Sequence[Any] | None = None,  # noqa: A002
-          minimum: float | None = None, **kwargs) -> Any:
+          minimum: float | None = None, positive: bool = False,
+          **kwargs) -> Any:
   """A dataclass field whose `help` becomes the `--flag`'s help text.
 
-  `choices` (of the value, or of each element of a tuple field) and
-  `minimum` are checked by argparse: a bad value is a one-line error.
+  `choices` (of the value, or of each element of a tuple field), `minimum`
+  (value >= minimum) and `positive` (a finite value > 0: learning rates,
+  scales) are checked by argparse: a bad value is a one-line error.
   """
-  metadata = {"help": help, "choices": choices, "minimum": minimum}
+  metadata = {"help": help, "choices": choices, "minimum": minimum,
+              "positive": positive}
   return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
@@ -39,12 +44,19 @@ def _prog() -> str | None:
   return f"python -m {spec.name}" if spec is not None else None
 
 
-def _typed(tp: type, optional: bool, minimum: float | None):
-  """argparse `type=`: `tp`, the word `none` if optional, `>= minimum`."""
+def _typed(tp: type, optional: bool, minimum: float | None,
+           positive: bool = False):
+  """argparse `type=`: `tp`, the word `none` if optional, `>= minimum`,
+  finite and `> 0` if `positive`; a float is never NaN."""
   def parse(text: str):
     if optional and text.lower() == "none":
       return None
     value = tp(text)
+    if isinstance(value, float) and math.isnan(value):
+      raise argparse.ArgumentTypeError(f"must be a number, got {text}")
+    if positive and not (0 < value < math.inf):
+      raise argparse.ArgumentTypeError(
+          f"must be positive and finite, got {text}")
     if minimum is not None and value < minimum:
       raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
     return value
@@ -76,15 +88,16 @@ def build_parser(config_cls: type, description: str) -> argparse.ArgumentParser:
     kwargs = dict(default=f.default, help=f.metadata.get("help", ""),
                   dest=f.name)
     minimum = f.metadata.get("minimum")
+    positive = f.metadata.get("positive", False)
     if f.metadata.get("choices") is not None:
       kwargs["choices"] = f.metadata["choices"]
     if tp is bool:
       kwargs["action"] = argparse.BooleanOptionalAction
     elif typing.get_origin(tp) is tuple:
       elem = typing.get_args(tp)[0]
-      kwargs.update(nargs="+", type=_typed(elem, False, minimum))
+      kwargs.update(nargs="+", type=_typed(elem, False, minimum, positive))
     else:
-      kwargs["type"] = _typed(tp, optional, minimum)
+      kwargs["type"] = _typed(tp, optional, minimum, positive)
     parser.add_argument(flag, **kwargs)
   return parser
 

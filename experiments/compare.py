@@ -56,7 +56,8 @@ class CompareConfig:
   optimizers: tuple[str, ...] = field(optimizers.OPTIMIZERS, "optimizers to run",
                                       choices=optimizers.OPTIMIZERS)
   lrs: tuple[float, ...] | None = field(
-      None, "peak lr per optimizer (same order); none: optimizers.DEFAULT_LRS")
+      None, "peak lr per optimizer (same order); none: optimizers.DEFAULT_LRS",
+      positive=True)
   steps: int = field(300, "training steps per optimizer", minimum=1)
   warmup_steps: int = field(20, "linear warmup steps", minimum=0)
   eval_every: int = field(100, "evaluate every k steps (and at the end)",
@@ -75,7 +76,7 @@ class CompareConfig:
   model: str = field("cnn", "vision: model", choices=train_vision.MODELS)
   # MiMuon
   tau: float = field(mimuon_optax.DEFAULT_TAU,
-                     "MiMuon gate threshold (library default)")
+                     "MiMuon gate threshold (library default)", minimum=0)
   tau_mode: str = field("spacing", "MiMuon gate statistic",
                         choices=_mix.TAU_MODES)
   sgd_scale: str = field("none", "MiMuon SGD-branch scale",
@@ -83,11 +84,14 @@ class CompareConfig:
   # sweep
   sweep: bool = field(False, "run the learning-rate sweep instead")
   sweep_steps: int = field(150, "steps of each sweep run", minimum=1)
-  sweep_adamw: tuple[float, ...] = field((1e-3, 3e-3, 1e-2), "AdamW lr grid")
-  sweep_muon: tuple[float, ...] = field((0.01, 0.03, 0.1), "Muon lr grid")
+  sweep_adamw: tuple[float, ...] = field((1e-3, 3e-3, 1e-2), "AdamW lr grid",
+                                         positive=True)
+  sweep_muon: tuple[float, ...] = field((0.01, 0.03, 0.1), "Muon lr grid",
+                                        positive=True)
   sweep_mimuon: tuple[float, ...] = field(
       (0.01, 0.03, 0.1, 0.3, 1.0), "MiMuon lr grid (wider: its SGD branch"
-      " takes steps of size lr * |M|, far smaller than lr * |UV^T|)")
+      " takes steps of size lr * |M|, far smaller than lr * |UV^T|)",
+      positive=True)
   progress: bool = field(True, "tqdm progress bars")
 
 

@@ -52,7 +52,7 @@ class GapEveryConfig:
   out: str = field("runs/gap_every", "output directory")
   taus: tuple[float, ...] = field(
       (0.3, 0.5), "MiMuon thresholds (tau_mode='spacing'): the default, and"
-      " one where more gates sit near tau")
+      " one where more gates sit near tau", minimum=0)
   ks: tuple[int, ...] = field((2, 5, 10, 20, 50), "amortization periods",
                               minimum=1)
   k_train: int = field(10, "the gap_every of the real amortized run",

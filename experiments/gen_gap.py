@@ -61,7 +61,8 @@ class GenGapConfig:
   sgd_scale: str = field("none", "MiMuon SGD-branch scale",
                          choices=("none", "rms_match"))
   lrs: tuple[float, ...] | None = field(
-      None, "without --from-sweep: peak lr of adamw, muon, mimuon")
+      None, "without --from-sweep: peak lr of adamw, muon, mimuon",
+      positive=True)
   tau: float | None = field(None, "without --from-sweep: MiMuon spacing tau",
                             minimum=0)
   sizes: tuple[int, ...] = field((1000, 3000, 10000, 30000, 54000),

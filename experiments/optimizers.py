@@ -43,13 +43,13 @@ class OptimizerConfig:
   optimizer: str = field("mimuon", "optimizer", choices=OPTIMIZERS)
   lr: float | None = field(
       None, "peak learning rate (the matrix lr for muon/mimuon); none: the"
-      " tuned default for the task (optimizers.DEFAULT_LRS)")
+      " tuned default for the task (optimizers.DEFAULT_LRS)", positive=True)
   adam_lr: float | None = field(
       None, "AdamW lr of the non-matrix leaves of muon/mimuon; none: the"
-      " tuned default")
+      " tuned default", positive=True)
   weight_decay: float = field(
       0.0, "decoupled weight decay (matrices for muon/mimuon, every leaf for"
-      " adamw)")
+      " adamw)", minimum=0)
   warmup_steps: int = field(20, "linear warmup steps before the cosine decay",
                             minimum=0)
   tau: float = field(mimuon_optax.DEFAULT_TAU,

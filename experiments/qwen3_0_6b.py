@@ -59,8 +59,9 @@ class Qwen06Config:
   steps: int = field(20, "training steps", minimum=1)
   batch_size: int = field(2, "windows per step", minimum=1)
   seq_len: int = field(32, "tokens per window", minimum=1)
-  lr: float = field(0.01, "matrix lr (constant after warmup)", minimum=0)
-  adam_lr: float = field(3e-3, "AdamW lr of embeddings and norms", minimum=0)
+  lr: float = field(0.01, "matrix lr (constant after warmup)", positive=True)
+  adam_lr: float = field(3e-3, "AdamW lr of embeddings and norms",
+                         positive=True)
   warmup_steps: int = field(2, "linear warmup steps", minimum=0)
   tau: float = field(mimuon_optax.DEFAULT_TAU, "MiMuon spacing tau",
                      minimum=0)

@@ -112,7 +112,7 @@ class TauSweepConfig:
       False, "also sweep the lr of MiMuon and of sgd-rms_match; default:"
       " they use the lr chosen for Muon (the paper's one eta)")
   grid_scale: float = field(1.0, "multiplies every lr grid (tests)",
-                            minimum=0)
+                            positive=True)
   grid_points: int = field(3, "lrs per grid (the middle ones)", minimum=1)
   # lm
   model_preset: str = field("tiny", "lm: model size", choices=train_lm.PRESETS)

@@ -1,12 +1,17 @@
 """The experiments' command lines: bad values are one-line errors (exit 2),
 and the demo writes only under runs/ (no tracked file changes)."""
 
+import dataclasses
+import importlib
 import os
 import pathlib
 import subprocess
 import sys
+import typing
 
 import pytest
+
+from experiments import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -28,6 +33,7 @@ def _run(*args, cwd=ROOT, timeout=600):
     ('experiments.compare', ['--preset', 'nope'], '--preset'),
     ('experiments.compare', ['--optimizers', 'muon', 'sgd'], '--optimizers'),
     ('experiments.compare', ['--eval-every', '0'], '--eval-every'),
+    ('experiments.train_lm', ['--lr', '-1'], '--lr'),
 ])
 def test_bad_values_are_one_line_errors(module, args, needle):
   proc = _run(module, *args, timeout=120)
@@ -56,3 +62,81 @@ def test_demo_writes_only_under_runs(tmp_path):
   assert f'results: {out}' in proc.stdout
   assert f'plot: {out / "loss_curves.png"}' in proc.stdout
   assert (out / 'loss_curves.png').exists() and (out / 'results.md').exists()
+
+
+# Every experiment config with a float flag (tuple elements included).
+STUDIES = ('compare', 'gap_every', 'gen_gap', 'qwen3_0_6b', 'tau_sweep',
+           'train_lm', 'train_vision')
+
+
+def _float_fields():
+  """(config class, field) for every float-valued --flag of the studies."""
+  found = {}
+  for name in STUDIES:
+    module = importlib.import_module(f'experiments.{name}')
+    for obj in vars(module).values():
+      if not (isinstance(obj, type) and dataclasses.is_dataclass(obj)):
+        continue
+      hints = typing.get_type_hints(obj)
+      for f in dataclasses.fields(obj):
+        if 'help' not in f.metadata:
+          continue  # Not a command-line config.
+        tp = cli._strip_optional(hints[f.name])[0]  # pylint: disable=protected-access
+        if typing.get_origin(tp) is tuple:
+          tp = typing.get_args(tp)[0]
+        if tp is float:
+          found[(obj.__name__, f.name)] = (obj, f)
+  return list(found.values())
+
+
+def test_every_float_flag_has_a_bound():
+  """A float flag says what it accepts: `positive` or a `minimum`."""
+  fields = _float_fields()
+  assert len(fields) >= 10, fields
+  unbounded = [f'{cls.__name__}.{f.name}' for cls, f in fields
+               if not f.metadata.get('positive')
+               and f.metadata.get('minimum') is None]
+  assert not unbounded, unbounded
+
+
+def _parse_error(config_cls, argv, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.parse_config(config_cls, 'test', argv)
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  errors = [l for l in err.splitlines() if 'error:' in l]
+  assert len(errors) == 1, err
+  return errors[0]
+
+
+@pytest.mark.parametrize('value', ['0', '-1', '-1e-9', 'nan', 'inf', '-inf'])
+def test_positive_flags_reject_nonpositive_nan_and_inf(value, capsys):
+  fields = [(cls, f) for cls, f in _float_fields() if f.metadata['positive']]
+  assert {f.name for _, f in fields} >= {'lr', 'adam_lr', 'lrs', 'grid_scale'}
+  for cls, f in fields:
+    flag = '--' + f.name.replace('_', '-')
+    error = _parse_error(cls, [f'{flag}={value}'], capsys)
+    assert f'argument {flag}:' in error and value in error, error
+
+
+@pytest.mark.parametrize('value', ['nan', 'NaN', '-1'])
+def test_bounded_flags_reject_nan_and_values_below(value, capsys):
+  fields = [(cls, f) for cls, f in _float_fields()
+            if f.metadata.get('minimum') is not None]
+  assert {f.name for _, f in fields} >= {'tau', 'weight_decay'}
+  for cls, f in fields:
+    flag = '--' + f.name.replace('_', '-')
+    error = _parse_error(cls, [f'{flag}={value}'], capsys)
+    assert f'argument {flag}:' in error, error
+
+
+def test_meaningful_edge_values_are_accepted():
+  from experiments import train_lm  # pylint: disable=g-import-not-at-top
+  cfg = cli.parse_config(train_lm.TrainLMConfig, 'test',
+                         ['--tau', 'inf', '--weight-decay', '0', '--lr',
+                          '1e-5', '--adam-lr', 'none'])
+  assert cfg.tau == float('inf') and cfg.weight_decay == 0.0
+  assert cfg.lr == 1e-5 and cfg.adam_lr is None
+  # tau = 0 is Muon, a valid MiMuon setting.
+  assert cli.parse_config(train_lm.TrainLMConfig, 'test',
+                          ['--tau', '0']).tau == 0.0
