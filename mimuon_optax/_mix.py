@@ -213,8 +213,10 @@ def mimuon_mix(
     min_gap, rel_gap, rho, tau_floor = measured
     metric = {'absolute': min_gap, 'relative': rel_gap, 'spacing': rho}[
         tau_mode]
+    # Rank <= 1 has no gap (g = +inf): Muon's step, except at tau = inf,
+    # which is SGD for every matrix.
     orthogonalized = _matrix.map_matrices(
-        lambda view, g: g >= tau, views, metric)
+        lambda view, g: (g >= tau) & (tau < jnp.inf), views, metric)
 
     def select(view, u, o, ortho):
       u_BxMxN = view.to_matrices(u)
