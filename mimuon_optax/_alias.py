@@ -13,6 +13,7 @@ from optax.contrib import MuonDimensionNumbers
 from mimuon_optax import _context
 from mimuon_optax import _distributed
 from mimuon_optax import _matrix
+from mimuon_optax import _newton_schulz
 from mimuon_optax import _paths
 from mimuon_optax._mix import DEFAULT_TAU
 from mimuon_optax._mix import mimuon_mix
@@ -113,19 +114,12 @@ _OPTAX_PRESETS = {'standard': 'jordan', 'dion': 'you'}
 
 
 def _resolve_common(
-    *, ns_coeffs, adaptive, preconditioning, lr_scaling, consistent_rms,
-    muon_weight_dimension_numbers, weight_dimension_numbers,
+    *, ns_coeffs, adaptive, preconditioning, ns_method, lr_scaling,
+    consistent_rms, muon_weight_dimension_numbers, weight_dimension_numbers,
 ):
-  """optax.contrib.muon's options -> ours; rejects what is not implemented."""
-  if adaptive:
-    raise NotImplementedError(
-        'adaptive=True (scaling by the dual norm, optax.contrib.muon) is not'
-        ' implemented here; use optax.contrib.muon for it.')
-  if preconditioning != 'frobenius':
-    raise NotImplementedError(
-        f'preconditioning={preconditioning!r} is not implemented here (only'
-        " 'frobenius'); use optax.contrib.muon for 'spectral', 'aol' or"
-        " 'schatten'.")
+  """optax.contrib.muon's options -> ours, checked at construction."""
+  del adaptive  # Any bool; passed to scale_by_newton_schulz as is.
+  _newton_schulz.check_options(preconditioning, ns_method, None)
   if isinstance(ns_coeffs, str):
     ns_coeffs = _OPTAX_PRESETS.get(ns_coeffs, ns_coeffs)
   if lr_scaling is not None and consistent_rms is not None:
@@ -210,6 +204,7 @@ def muon(
     consistent_rms: Optional[chex.Numeric] = None,
     # Ours (not in optax.contrib.muon):
     ns_dtype: Union[str, chex.ArrayDType] = 'bfloat16',
+    ns_method: str = 'standard',
     adam_eps: Optional[chex.Numeric] = None,
     adam_nesterov: Optional[bool] = None,
     lr_scaling: Optional[str] = None,
@@ -253,9 +248,11 @@ def muon(
     mu_dtype: momentum accumulator dtype (None: params' dtype), also AdamW's.
     nesterov: Nesterov momentum (and Nesterov AdamW unless
       ``adam_nesterov`` is set, as in optax).
-    adaptive: only False; True raises ``NotImplementedError``.
-    preconditioning: only ``"frobenius"``; others raise
-      ``NotImplementedError``.
+    adaptive: scale each orthogonalized matrix by the dual norm
+      :math:`\mathrm{Re}\,\mathrm{tr}(M^H O)` of its momentum (as optax;
+      per matrix, see :func:`scale_by_newton_schulz`).
+    preconditioning: ``"frobenius"``, ``"spectral"``, ``"aol"`` or
+      ``"schatten"``, optax's four (see :func:`newton_schulz`).
     adam_b1: AdamW beta1.
     adam_b2: AdamW beta2.
     adam_eps_root: AdamW eps_root.
@@ -268,7 +265,11 @@ def muon(
     consistent_rms: None (``lr_scaling``, default ``"original"`` = optax's
       width scaling) or a number c: scale by ``c * sqrt(max(fan_in,
       fan_out))``.
-    ns_dtype: dtype of the Newton-Schulz iteration.
+    ns_dtype: dtype of the Newton-Schulz iteration (complex matrices:
+      complex64).
+    ns_method: ``"standard"``, ``"gram"`` or ``"auto"`` (Gram Newton-Schulz
+      where the aspect ratio makes it cheaper); see
+      :func:`scale_by_newton_schulz`.
     adam_eps: AdamW epsilon; None uses ``eps`` (as optax).
     adam_nesterov: Nesterov AdamW; None follows ``nesterov`` (as optax).
     lr_scaling: ``"none"``, ``"original"`` or ``"match_adamw"``, see
@@ -287,11 +288,10 @@ def muon(
   Raises:
     ValueError: at construction, naming the argument, for ``ns_steps < 1``,
       empty or misshapen ``ns_coeffs``, ``beta`` outside [0, 1), both
-      ``lr_scaling`` and ``consistent_rms``; at ``init``, naming the
-      parameter path, for complex or non-2-D matrix leaves without
-      dimension numbers. Injected (traced) hyperparameters are not checked.
-    NotImplementedError: for ``adaptive=True`` or ``preconditioning`` other
-      than ``"frobenius"``.
+      ``lr_scaling`` and ``consistent_rms``, an unknown ``preconditioning``
+      or ``ns_method``; at ``init``, naming the parameter path, for non-2-D
+      matrix leaves without dimension numbers. Injected (traced)
+      hyperparameters are not checked.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -318,14 +318,15 @@ def muon(
   """
   ns_coeffs, lr_scaling, dims = _resolve_common(
       ns_coeffs=ns_coeffs, adaptive=adaptive, preconditioning=preconditioning,
-      lr_scaling=lr_scaling, consistent_rms=consistent_rms,
+      ns_method=ns_method, lr_scaling=lr_scaling, consistent_rms=consistent_rms,
       muon_weight_dimension_numbers=muon_weight_dimension_numbers,
       weight_dimension_numbers=weight_dimension_numbers)
   context = _context.MatrixContext(dims, mesh, mesh_axes, batch_same_shapes)
   direction = optax.chain(
       momentum(beta, nesterov=nesterov, mu_dtype=mu_dtype),
-      scale_by_newton_schulz(ns_coeffs, ns_steps, ns_dtype, eps,
-                             context=context),
+      scale_by_newton_schulz(
+          ns_coeffs, ns_steps, ns_dtype, eps, preconditioning=preconditioning,
+          adaptive=adaptive, ns_method=ns_method, context=context),
   )
   return _with_adamw(direction, context, lr_scaling, locals())
 
@@ -353,6 +354,7 @@ def mimuon(
     consistent_rms: Optional[chex.Numeric] = None,
     # Ours (not in optax.contrib.muon):
     ns_dtype: Union[str, chex.ArrayDType] = 'bfloat16',
+    ns_method: str = 'standard',
     gap_every: int = 1,
     tau_mode: str = 'spacing',
     sgd_scale: str = 'none',
@@ -409,15 +411,17 @@ def mimuon(
   """
   ns_coeffs, lr_scaling, dims = _resolve_common(
       ns_coeffs=ns_coeffs, adaptive=adaptive, preconditioning=preconditioning,
-      lr_scaling=lr_scaling, consistent_rms=consistent_rms,
+      ns_method=ns_method, lr_scaling=lr_scaling, consistent_rms=consistent_rms,
       muon_weight_dimension_numbers=muon_weight_dimension_numbers,
       weight_dimension_numbers=weight_dimension_numbers)
   context = _context.MatrixContext(dims, mesh, mesh_axes, batch_same_shapes)
   direction = optax.chain(
       momentum(beta, nesterov=nesterov, mu_dtype=mu_dtype),
       mimuon_mix(
-          scale_by_newton_schulz(ns_coeffs, ns_steps, ns_dtype, eps,
-                                 context=context),
+          scale_by_newton_schulz(
+              ns_coeffs, ns_steps, ns_dtype, eps,
+              preconditioning=preconditioning, adaptive=adaptive,
+              ns_method=ns_method, context=context),
           tau, tau_mode=tau_mode, gap_every=gap_every, sgd_scale=sgd_scale,
           rank_tol=rank_tol, precision=precision, context=context),
   )

@@ -139,8 +139,8 @@ def resolve_dimension_numbers(updates: Any,
 
   Raises:
     ValueError: naming the parameter path of any leaf that cannot be viewed
-      as real matrices (ndim != 2 without dimension numbers, bad axes, a
-      complex dtype).
+      as matrices (ndim != 2 without dimension numbers, bad axes). Real and
+      complex leaves are both matrices.
   """
   if callable(weight_dimension_numbers):
     weight_dimension_numbers = weight_dimension_numbers(updates)
@@ -155,13 +155,6 @@ def resolve_dimension_numbers(updates: Any,
       return u
     if isinstance(dim_nums, optax.MaskedNode):
       dim_nums = None
-    if jnp.issubdtype(u.dtype, jnp.complexfloating):
-      raise ValueError(
-          f'Parameter {jax.tree_util.keystr(path) or "<root>"} has complex'
-          f' dtype {u.dtype}; the matrix optimizer is defined for real'
-          ' matrices only (it would drop the imaginary part). Route it to'
-          ' AdamW (param_labels, or a None entry in weight_dimension_numbers),'
-          ' or optimize its real and imaginary parts as two real leaves.')
     view = matrix_view(path, u.shape, dim_nums)
     return MuonDimensionNumbers(view.reduction_axes, view.output_axes)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+import functools
+from typing import Callable, NamedTuple, Sequence, Union
 
 import chex
 import jax
@@ -13,6 +14,7 @@ import optax
 from mimuon_optax import _context
 from mimuon_optax import _distributed
 from mimuon_optax import _matrix
+from mimuon_optax import _platform
 
 # Each step maps X -> a X + b (X X^T) X + c (X X^T)^2 X, i.e. the odd
 # polynomial p(s) = a s + b s^3 + c s^5 on every singular value s. Inputs are
@@ -69,6 +71,12 @@ _CANS = (
 )
 
 NS_PRESETS = ('jordan', 'you', 'polar_express', 'cans')
+PRECONDITIONINGS = ('frobenius', 'spectral', 'aol', 'schatten')
+NS_METHODS = ('standard', 'gram', 'auto')
+# ns_method="auto" runs Gram Newton-Schulz on matrices whose long side is at
+# least this many times the short side: the CPU crossover measured by
+# `python -m benchmarks.step_time --gram` (benchmarks/RESULTS.md).
+GRAM_MIN_ASPECT = 2.0
 
 
 def _check_ns_steps(ns_steps) -> None:
@@ -133,47 +141,220 @@ def ns_schedule(ns_coeffs: Union[str, chex.Array] = 'polar_express',
   return NSSchedule(coeffs, 1.0)
 
 
+def _ct(x: jax.Array) -> jax.Array:
+  """Conjugate transpose of the last two axes (the transpose for reals)."""
+  x = jnp.swapaxes(x, -1, -2)
+  return jnp.conj(x) if jnp.iscomplexobj(x) else x
+
+
+def _ldexp(x: jax.Array, e: jax.Array) -> jax.Array:
+  """``x * 2**e`` exactly, for real or complex x."""
+  if jnp.iscomplexobj(x):
+    return jax.lax.complex(jnp.ldexp(x.real, e), jnp.ldexp(x.imag, e))
+  return jnp.ldexp(x, e)
+
+
+def _matmul(dtype) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  # float32 matmuls at HIGHEST precision, so TPUs and GPUs do not silently
+  # use bf16/tf32 passes.
+  precision = (jax.lax.Precision.HIGHEST if jnp.finfo(dtype).bits >= 32
+               else jax.lax.Precision.DEFAULT)
+  return lambda p, q: jnp.matmul(p, q, precision=precision)
+
+
+def _spectral_norm(gram_BxKxK: jax.Array) -> jax.Array:
+  """sqrt of the largest eigenvalue of each Gram matrix, shape (B, 1, 1)."""
+  top_B = jnp.linalg.eigvalsh(gram_BxKxK)[..., -1]
+  return jnp.sqrt(jnp.maximum(top_B, 0.0))[:, None, None]
+
+
+def _precondition(x_BxKxN: jax.Array, preconditioning: str, scale: float,
+                  eps: chex.Numeric) -> tuple[jax.Array, jax.Array | None]:
+  """Scales a wide stack so its singular values lie in [0, 1/scale].
+
+  Returns the scaled stack and, when it was needed anyway, its Gram matrix
+  X X^H (the first Newton-Schulz step reuses it). Each norm is multiplied by
+  ``scale`` (the schedule's safety factor) and then ``eps`` is added, so a
+  zero matrix (or a zero row, for AOL) maps to zero.
+  """
+  if preconditioning == 'frobenius':
+    norm_B11 = jnp.linalg.norm(x_BxKxN, axis=(-2, -1), keepdims=True)
+    return x_BxKxN / (norm_B11 * scale + eps), None
+  mm = _matmul(jnp.float32)
+  gram = mm(x_BxKxN, _ct(x_BxKxN))
+  if preconditioning == 'aol':
+    # Row scaling D^{-1/2} with D_ii = sum_j |(X X^H)_ij|: every singular
+    # value of D^{-1/2} X is <= 1 (Gershgorin on D^{-1/2} X X^H D^{-1/2}).
+    row_BxKx1 = jnp.sqrt(jnp.sum(jnp.abs(gram), axis=-1, keepdims=True))
+    inv_BxKx1 = 1.0 / (row_BxKx1 * scale + eps)
+    return (x_BxKxN * inv_BxKx1,
+            gram * inv_BxKx1 * jnp.swapaxes(inv_BxKx1, -1, -2))
+  if preconditioning == 'schatten':
+    # ||X||_{S4} = (sum s^4)^(1/4) = sqrt(||X X^H||_F) >= s_max.
+    norm_B11 = jnp.sqrt(jnp.linalg.norm(gram, axis=(-2, -1), keepdims=True))
+  else:  # spectral
+    norm_B11 = _spectral_norm(gram)
+  inv_B11 = 1.0 / (norm_B11 * scale + eps)
+  return x_BxKxN * inv_B11, gram * inv_B11**2
+
+
+def _standard_iteration(x, gram, coeffs, mm):
+  """X <- a X + (b G + c G^2) X with G = X X^H, one row of coeffs a step."""
+  for i, (a, b, c) in enumerate(coeffs):
+    g = gram if i == 0 and gram is not None else mm(x, _ct(x))
+    x = a * x + mm(b * g + c * mm(g, g), x)
+  return x
+
+
+def _gram_iteration(x, gram, coeffs, restarts, mm):
+  """The same map as :func:`_standard_iteration`, iterated on the k x k Gram.
+
+  Step t multiplies X by h_t(R) = a I + b R + c R^2 with R = X X^H, so
+  X_t = Q_t X_0 with Q_t = h_t(R_t) Q_{t-1} and R_{t+1} = h_t R_t h_t: only
+  k x k products until the final Q X_0. Before each step in ``restarts``,
+  X is formed (X <- Q X) and R recomputed from it, which drops the rounding
+  error that Q and R accumulate (Q's error is amplified by later steps).
+  """
+  r = mm(x, _ct(x)) if gram is None else gram
+  eye = jnp.eye(x.shape[-2], dtype=x.dtype)
+  q = None  # None stands for the identity.
+  steps = len(coeffs)
+  for i, (a, b, c) in enumerate(coeffs):
+    if i in restarts and q is not None:
+      x, q = mm(q, x), None
+      r = mm(x, _ct(x))
+    h = a * eye + b * r + c * mm(r, r)
+    q = h if q is None else mm(q, h)
+    if i + 1 < steps and i + 1 not in restarts:
+      r = mm(h, mm(r, h))
+  return x if q is None else mm(q, x)
+
+
+def uses_gram(shape: tuple[int, ...], ns_method: str) -> bool:
+  """Whether ``ns_method`` runs Gram Newton-Schulz on a matrix of ``shape``.
+
+  ``"auto"`` picks it where the long side is at least
+  :data:`GRAM_MIN_ASPECT` times the short side (measured CPU crossover).
+  """
+  if ns_method == 'standard':
+    return False
+  if ns_method == 'gram':
+    return True
+  k, n = sorted(shape[-2:])
+  return n >= GRAM_MIN_ASPECT * k
+
+
+def check_options(preconditioning: str, ns_method: str, gram_restarts) -> None:
+  """ValueError naming the argument for an unknown option."""
+  if preconditioning not in PRECONDITIONINGS:
+    raise ValueError(f'preconditioning must be one of {PRECONDITIONINGS},'
+                     f' got {preconditioning!r}')
+  if ns_method not in NS_METHODS:
+    raise ValueError(f'ns_method must be one of {NS_METHODS}, got'
+                     f' {ns_method!r}')
+  if gram_restarts is not None and not all(
+      isinstance(i, int) and not isinstance(i, bool) and i >= 1
+      for i in gram_restarts):
+    raise ValueError('gram_restarts must be a sequence of step indices >= 1,'
+                     f' got {gram_restarts!r}')
+
+
+def default_gram_restarts(steps: int, ns_dtype) -> tuple[int, ...]:
+  """Where Gram Newton-Schulz restarts by default (measured, tests/test_gram_ns.py).
+
+  float32 (and complex64): once, before step 2; without it singular values
+  leave the schedule's band by up to 0.01 (5 steps) and 0.04 (8 steps).
+  bfloat16: before every second step (2, 4, ...): with one restart the
+  Gram's rounding (8e-3 of its norm) drives its small eigenvalues negative,
+  which the next steps amplify by a^2 each (a blow-up on rank-deficient and
+  spiked inputs); with restarts at 2 and 4 the band matches standard
+  Newton-Schulz in bfloat16.
+  """
+  if jnp.finfo(ns_dtype).bits >= 32:
+    return (2,)
+  return tuple(range(2, steps, 2))
+
+
 def newton_schulz(
     x_BxMxN: jax.Array,
     schedule: NSSchedule,
     *,
     ns_dtype: chex.ArrayDType = jnp.bfloat16,
     eps: chex.Numeric = 1e-7,
+    preconditioning: str = 'frobenius',
+    ns_method: str = 'standard',
+    gram_restarts: Sequence[int] | None = None,
 ) -> jax.Array:
-  """Orthogonalizes a batch of matrices; returns the input dtype.
+  r"""Orthogonalizes a batch of matrices; returns the input dtype.
 
-  Tall matrices are transposed so that the Gram matrix X X^T is the small
-  side. The normalization runs in float32, the iteration in ``ns_dtype``
-  (float32 matmuls at HIGHEST precision, so TPUs and GPUs do not silently use
-  bf16/tf32 passes). A zero matrix maps to zero. The result does not depend
-  on the input's scale (entries from 1e-38 to 3e38, float32 or bfloat16):
-  the input is first divided by a power of two near its largest entry, and
-  ``eps`` acts on that scaled matrix (relative to ``max |x|``).
+  Tall matrices are transposed so that the Gram matrix :math:`X X^H` is the
+  small side. The normalization runs in float32, the iteration in
+  ``ns_dtype`` (float32 matmuls at HIGHEST precision, so TPUs and GPUs do not
+  silently use bf16/tf32 passes). Complex matrices iterate in complex64
+  (there is no bfloat16 complex type) with the conjugate transpose, giving
+  :math:`\approx U V^H`. A zero matrix maps to zero. The result does not
+  depend on the input's scale (entries from 1e-38 to 3e38, float32 or
+  bfloat16): the input is first divided by a power of two near its largest
+  entry, and ``eps`` acts on that scaled matrix (relative to ``max |x|``).
+
+  Args:
+    x_BxMxN: a batch of real or complex matrices.
+    schedule: from :func:`ns_schedule`.
+    ns_dtype: dtype of the iteration for real inputs.
+    eps: added to every normalizing norm (relative to ``max |x|``).
+    preconditioning: how the input is scaled before the iteration (each norm
+      times the schedule's ``frobenius_scale``): ``"frobenius"``
+      :math:`X / \|X\|_F`; ``"spectral"`` :math:`X / \|X\|_2` (a float32
+      eigensolve of :math:`X X^H`); ``"schatten"`` :math:`X /
+      \|X\|_{S_4}`, :math:`\|X\|_{S_4} = \|X X^H\|_F^{1/2}`; ``"aol"``
+      :math:`D^{-1/2} X` with :math:`D_{ii} = \sum_j |(X X^H)_{ij}|` (a row
+      scaling of the short side, which changes the polar factor it
+      converges to). The last three reuse :math:`X X^H` in the first step.
+    ns_method: ``"standard"`` (iterate on X), ``"gram"`` (Gram
+      Newton-Schulz: iterate on the k x k Gram, :func:`uses_gram`) or
+      ``"auto"`` (Gram where the aspect ratio makes it cheaper).
+    gram_restarts: steps before which Gram Newton-Schulz re-forms X and its
+      Gram; None: :func:`default_gram_restarts`; ``()``: none.
+
+  Returns:
+    The orthogonalized batch, shape and dtype of ``x_BxMxN``.
   """
+  check_options(preconditioning, ns_method, gram_restarts)
   dtype = x_BxMxN.dtype
-  ns_dtype = jnp.dtype(ns_dtype)
+  is_complex = jnp.iscomplexobj(x_BxMxN)
+  work_dtype = jnp.dtype(jnp.complex64 if is_complex else ns_dtype)
   transpose = x_BxMxN.shape[-2] > x_BxMxN.shape[-1]
   x = jnp.swapaxes(x_BxMxN, -1, -2) if transpose else x_BxMxN
-  x = x.astype(jnp.float32)
+  x = x.astype(jnp.complex64 if is_complex else jnp.float32)
   # Scale-free: first divide by the power of two 2^e with max|x| in
-  # [2^(e-1), 2^e) (exact), so the Frobenius norm and the Gram matrices
-  # neither overflow (entries up to 3e38) nor underflow (down to 1e-38). eps
-  # is therefore relative to max|x|. A zero matrix keeps e = 0; NaN/Inf
+  # [2^(e-1), 2^e) (exact), so the norms and the Gram matrices neither
+  # overflow (entries up to 3e38) nor underflow (down to 1e-38). eps is
+  # therefore relative to max|x|. A zero matrix keeps e = 0; NaN/Inf
   # entries still give NaN/Inf outputs (as documented).
-  x = jnp.ldexp(x, -_matrix.pow2_exponent(x))
-  norm_B11 = jnp.linalg.norm(x, axis=(-2, -1), keepdims=True)
-  x = (x / (norm_B11 * schedule.frobenius_scale + eps)).astype(ns_dtype)
-  precision = (jax.lax.Precision.HIGHEST if jnp.finfo(ns_dtype).bits >= 32
-               else jax.lax.Precision.DEFAULT)
-  mm = lambda p, q: jnp.matmul(p, q, precision=precision)
-  coeffs = schedule.coeffs
-  for i in range(coeffs.shape[0]):
-    a, b, c = (jnp.asarray(coeffs[i, j], ns_dtype) for j in range(3))
-    gram_BxMxM = mm(x, jnp.swapaxes(x, -1, -2))
-    poly_BxMxM = b * gram_BxMxM + c * mm(gram_BxMxM, gram_BxMxM)
-    x = a * x + mm(poly_BxMxM, x)
+  x = _ldexp(x, -_matrix.pow2_exponent(x))
+  x, gram = _precondition(x, preconditioning, schedule.frobenius_scale, eps)
+  x = x.astype(work_dtype)
+  gram = None if gram is None else gram.astype(work_dtype)
+  real = jnp.finfo(work_dtype).dtype
+  coeffs = [tuple(jnp.asarray(schedule.coeffs[i, j], real) for j in range(3))
+            for i in range(schedule.coeffs.shape[0])]
+  mm = _matmul(work_dtype)
+  if uses_gram(x.shape, ns_method):
+    restarts = (default_gram_restarts(len(coeffs), work_dtype)
+                if gram_restarts is None else tuple(gram_restarts))
+    x = _gram_iteration(x, gram, coeffs, restarts, mm)
+  else:
+    x = _standard_iteration(x, gram, coeffs, mm)
   x = jnp.swapaxes(x, -1, -2) if transpose else x
   return x.astype(dtype)
+
+
+def _dual_norm_scaled(m_BxMxN: jax.Array, o_BxMxN: jax.Array) -> jax.Array:
+  """O times Re <M, O> = Re tr(M^H O) per matrix (~ the nuclear norm of M)."""
+  wide = jnp.complex64 if jnp.iscomplexobj(o_BxMxN) else jnp.float32
+  m, o = m_BxMxN.astype(wide), o_BxMxN.astype(wide)
+  inner_B11 = jnp.real(jnp.sum(jnp.conj(m) * o, axis=(-2, -1), keepdims=True))
+  return (inner_B11 * o).astype(o_BxMxN.dtype)
 
 
 def scale_by_newton_schulz(
@@ -182,6 +363,10 @@ def scale_by_newton_schulz(
     ns_dtype: Union[str, chex.ArrayDType] = 'bfloat16',
     eps: chex.Numeric = 1e-7,
     *,
+    preconditioning: str = 'frobenius',
+    adaptive: bool = False,
+    ns_method: str = 'standard',
+    gram_restarts: Sequence[int] | None = None,
     weight_dimension_numbers: _matrix.WeightDimNums = None,
     batch_same_shapes: bool = True,
     mesh: jax.sharding.Mesh | None = None,
@@ -190,19 +375,40 @@ def scale_by_newton_schulz(
 ) -> optax.GradientTransformation:
   r"""Replaces every matrix by its approximate orthogonal polar factor.
 
-  For a matrix :math:`X = U S V^\top`, Newton-Schulz iterates odd
-  polynomials :math:`X \leftarrow a X + b (X X^\top) X + c (X X^\top)^2 X`
-  that push every singular value towards 1, giving :math:`\approx U V^\top`
-  without an SVD. The accuracy band of the output singular values depends on
-  the schedule and on the input's conditioning (see the README table).
+  For a matrix :math:`X = U S V^H`, Newton-Schulz iterates odd
+  polynomials :math:`X \leftarrow a X + b (X X^H) X + c (X X^H)^2 X`
+  that push every singular value towards 1, giving :math:`\approx U V^H`
+  without an SVD (:math:`X^H` is the transpose for real matrices). The
+  accuracy band of the output singular values depends on the schedule and
+  on the input's conditioning (see the README table). Gram Newton-Schulz
+  (``ns_method``) computes the same polynomial with k x k products only,
+  where k is the short side:
+
+  .. math::
+    R_0 = X X^H,\; h_t = a_t I + b_t R_t + c_t R_t^2,\;
+    R_{t+1} = h_t R_t h_t,\; \text{out} = h_{T-1} \cdots h_0 X.
 
   Args:
     ns_coeffs: coefficient schedule, see :func:`ns_schedule`.
     ns_steps: number of iterations (static: pass it in ``static_args`` of
       ``optax.inject_hyperparams``).
     ns_dtype: dtype of the iteration (``"bfloat16"`` or ``"float32"``).
-    eps: added to the Frobenius norm before dividing by it, after the input
-      was scaled so that its largest entry lies in [0.5, 1) (scale-free).
+    eps: added to the normalizing norm before dividing by it, after the
+      input was scaled so that its largest entry lies in [0.5, 1)
+      (scale-free).
+    preconditioning: ``"frobenius"``, ``"spectral"``, ``"schatten"`` or
+      ``"aol"`` (``optax.contrib.muon``'s options), see
+      :func:`newton_schulz`.
+    adaptive: multiply each orthogonalized matrix O by
+      :math:`\mathrm{Re}\,\mathrm{tr}(M^H O)` of its input M (the dual
+      norm, about M's nuclear norm), as ``optax.contrib.muon(adaptive=True)``;
+      per matrix (slices along batch axes are scaled on their own).
+    ns_method: ``"standard"``, ``"gram"`` (Gram Newton-Schulz on every
+      matrix) or ``"auto"`` (Gram where the long side is at least
+      ``GRAM_MIN_ASPECT`` times the short side, standard elsewhere).
+    gram_restarts: steps before which Gram Newton-Schulz re-forms X and its
+      Gram (for low-precision stability); None:
+      :func:`default_gram_restarts`; ``()``: none.
     weight_dimension_numbers: ``MuonDimensionNumbers`` (one for all leaves),
       a tree of them matching the params (None leaves: 2-D rule), or a
       callable returning such a tree. Without them every leaf must be 2-D.
@@ -240,10 +446,18 @@ def scale_by_newton_schulz(
     True
   """
   schedule = ns_schedule(ns_coeffs, ns_steps)
+  check_options(preconditioning, ns_method, gram_restarts)
   context = _context.resolve(
       context, weight_dimension_numbers=weight_dimension_numbers,
       batch_same_shapes=batch_same_shapes, mesh=mesh, mesh_axes=mesh_axes)
-  ns = lambda x: newton_schulz(x, schedule, ns_dtype=ns_dtype, eps=eps)
+  ns = functools.partial(
+      newton_schulz, schedule=schedule, ns_dtype=ns_dtype, eps=eps,
+      preconditioning=preconditioning, ns_method=ns_method,
+      gram_restarts=gram_restarts)
+  if preconditioning == 'spectral' and _platform.serial_lapack(context.mesh):
+    ns = _platform.one_matrix_at_a_time(ns)  # its eigensolve is LAPACK
+  if adaptive:
+    ns = lambda x, ns=ns: _dual_norm_scaled(x, ns(x))
 
   def update_fn(updates, state, params=None):
     views = context.views(updates)

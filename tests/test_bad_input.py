@@ -55,16 +55,3 @@ def test_edge_values_accepted():
   mo.muon(0.1, beta=0.0)
   mo.mimuon(0.1, beta=0.0, tau=float('inf'), gap_every=3)
   mo.muon(0.1, ns_coeffs='jordan', ns_steps=np.int32(1))
-
-
-@pytest.mark.parametrize('factory', FACTORIES)
-def test_complex_matrix_raises_at_init_naming_path(factory):
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  params = {'layer': {'w': jnp.zeros((2, 2), jnp.complex64)},
-            'b': jnp.zeros(2, jnp.complex64)}
-  with pytest.raises(ValueError, match=r"\['layer'\]\['w'\].*complex"):
-    factory(0.1).init(params)
-  # Routed to AdamW, complex leaves are fine.
-  tx = factory(0.1, param_labels={'layer': {'w': 'adam'}, 'b': 'adam'})
-  updates, _ = tx.update(params, tx.init(params), params)
-  assert updates['layer']['w'].dtype == jnp.complex64
