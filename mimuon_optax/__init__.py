@@ -25,15 +25,18 @@ from mimuon_optax._mix import mimuon_mix
 from mimuon_optax._mix import mix_diagnostics
 from mimuon_optax._momentum import MomentumState
 from mimuon_optax._momentum import momentum
+from mimuon_optax._newton_schulz import GRAM_MIN_ASPECT
 from mimuon_optax._newton_schulz import NSSchedule
 from mimuon_optax._newton_schulz import newton_schulz
 from mimuon_optax._newton_schulz import ns_schedule
 from mimuon_optax._newton_schulz import scale_by_newton_schulz
+from mimuon_optax._newton_schulz import uses_gram
 
 __version__ = "0.1.0"
 
 __all__ = (
     "DEFAULT_TAU",
+    "GRAM_MIN_ASPECT",
     "GapStats",
     "MatrixContext",
     "MiMuonMixState",
@@ -55,4 +58,5 @@ __all__ = (
     "singular_values",
     "spectral_gap",
     "spectral_gaps",
+    "uses_gram",
 )
