@@ -13,11 +13,20 @@ SVD on planted spectra, 64x192 .. 1024x3072 and 3072x1024, levels
   of any singular value <= 1e-14 s_max; 183 ms for a 1024x3072 matrix on a
   2-core CPU, against 299 ms for float64 ``eigvalsh`` (which also computes
   eigenvectors) and 291 ms for a float32 SVD.
+- ``"host"``: the same float64 Gram (BLAS ``syrk``) and values-only LAPACK
+  ``syevd``, on the host CPU through ``jax.pure_callback``. The momenta go
+  to the host in their own dtype; float32 statistics come back, so the
+  device runs no float64 at all (TPU has none). Same statistics, rank floor
+  and resolution as ``"float64"``; the matrices are spread over the host's
+  cores (``_platform.host_gate_workers``).
 - ``"float32"``: a float32 SVD of the matrix itself (values only). Error up
-  to 3-5e-6 s_max at 1024 wide, 6e-7 s_max at 64 wide. For backends without
-  float64 (TPU). A float32 Gram's eigenvalues are not offered: their error
-  of ~1e-6 s_max**2 in s**2 becomes ~5e-5 s_max in s at level 0.01.
-- ``"auto"``: ``"float32"`` on TPU, ``"float64"`` elsewhere.
+  to 3-5e-6 s_max at 1024 wide, 6e-7 s_max at 64 wide: blind to the gaps
+  of real momenta at width >= 256 (it took the SGD branch on every spiked
+  momentum-like matrix at 256x768 and 1024x3072). Kept for comparison; a
+  float32 Gram's eigenvalues are not offered: their error of ~1e-6
+  s_max**2 in s**2 becomes ~5e-5 s_max in s at level 0.01.
+- ``"auto"``: chosen per backend by ``_platform.auto_gate_precision``
+  (``"host"`` on CPU and TPU, ``"float64"`` on GPU), with the measurement.
 
 Newton-Schulz's own first Gram is not reused: it is formed in ``ns_dtype``
 (bf16 by default, relative error ~4e-3), far coarser than the gaps it would
@@ -62,12 +71,20 @@ class GapStats(NamedTuple):
   resolution: jax.Array  # gaps <= this (absolute) count as 0.
 
 
-def resolve_precision(precision: str) -> str:
+def resolve_precision(precision: str,
+                      mesh: jax.sharding.Mesh | None = None) -> str:
+  """``precision`` checked, with ``"auto"`` resolved for ``mesh``."""
   if precision not in PRECISIONS:
     raise ValueError(f'precision must be one of {PRECISIONS}, got'
                      f' {precision!r}')
   if precision == 'auto':
-    return _platform.auto_gate_precision()
+    return _platform.auto_gate_precision(mesh)
+  if precision == 'host' and _platform.host_callback_hangs(mesh):
+    raise ValueError(
+        'precision="host" under plain GSPMD over several CPU devices can'
+        ' deadlock XLA:CPU (_platform.host_callback_hangs); pass mesh= (the'
+        ' gate then measures each device\'s own matrices) or use'
+        ' precision="float64".')
   return precision
 
 
@@ -379,7 +396,7 @@ def spectral_gap(
     repeat gives :math:`\kappa = 0` and an SGD step for every ``tau > 0``.
     The resolution is the larger of the method's error bound
     (:func:`resolution_factor`: :math:`4\epsilon_{64}/\epsilon_{32}\,
-    s_{\max} \approx 7\cdot10^{-9} s_{\max}` with ``precision="float64"``,
+    s_{\max} \approx 7\cdot10^{-9} s_{\max}` with ``"float64"`` and ``"host"``,
     :math:`4\sqrt{k}\,\epsilon_{32} s_{\max}`, 1.5e-5 s_max at k = 1024,
     with ``"float32"``) and the norm of the error that rounding the entries
     to float32 typically causes, :math:`\tfrac12\epsilon_{32}(\sqrt{m}+
@@ -396,12 +413,14 @@ def spectral_gap(
     0 when :math:`\kappa = 0`.
 
   The result does not depend on the scale of the input (it is divided by
-  its largest entry first). NaN/Inf inputs give NaN statistics.
+  its largest entry first). NaN/Inf inputs give NaN statistics. A complex
+  matrix's singular values come from its Hermitian Gram :math:`X X^H`.
 
   Args:
     x_BxMxN: a batch of matrices (any float dtype; computed from float32).
     rank_tol: relative rank floor; None: ``max(M, N) * eps(float32)``.
-    precision: ``"auto"``, ``"float64"`` or ``"float32"`` (module doc).
+    precision: ``"auto"``, ``"float64"``, ``"host"`` or ``"float32"``
+      (module doc).
 
   Returns:
     ``GapStats`` with one entry per matrix.
@@ -437,8 +456,8 @@ def spectral_gaps(
   its own matrices, so no Gram is ever all-reduced. Zero padding matrices
   have gap +inf and are dropped. The statistics come back replicated.
   """
-  precision = resolve_precision(precision)
   context = _context.resolve(context, mesh=mesh, mesh_axes=mesh_axes)
+  precision = resolve_precision(precision, context.mesh)
   if not stacks:
     return []
   eigvals_only = _eigvals_only

@@ -86,8 +86,9 @@ def mimuon_mix(
 
   The orthogonalizer sees the whole tree every step (both branches are
   computed and selected, which keeps the step jittable and batched). The
-  spectra of all matrices come from one batched values-only eigensolve of
-  their float64 Gram matrices (:func:`spectral_gaps`; float32 SVD on TPU).
+  spectra of all matrices come from values-only eigensolves of their
+  float64 Gram matrices (:func:`spectral_gaps`): on the host CPU or on the
+  device, as ``precision`` says.
 
   Args:
     orthogonalizer: e.g. :func:`scale_by_newton_schulz`.
@@ -110,8 +111,10 @@ def mimuon_mix(
     sgd_scale: ``"none"`` or ``"rms_match"``, see above.
     rank_tol: singular values at or below ``rank_tol * s_max`` count as zero;
       None: ``max(m, n) * eps(float32)`` (numpy's ``matrix_rank`` default).
-    precision: how the spectrum is computed: ``"auto"`` (float32 SVD on TPU,
-      float64 Gram elsewhere), ``"float64"`` or ``"float32"``; see
+    precision: how the spectrum is computed: ``"auto"`` (``"host"`` on CPU
+      and TPU, ``"float64"`` on GPU), ``"float64"`` (on the device),
+      ``"host"`` (float64 LAPACK on the host CPU, through a callback) or
+      ``"float32"`` (a float32 SVD; blind at width >= 256, warns); see
       :func:`spectral_gap` for the resolution of each. The state's
       ``tau_floor`` is that resolution in tau's units: a tau at or below it
       cannot be honoured (gaps under the resolution count as 0). In
@@ -145,12 +148,12 @@ def mimuon_mix(
                      f' {sgd_scale!r}')
   _checks.check_real_scalar('tau', tau, lambda v: v >= 0,
                             'a non-negative real scalar (inf allowed)')
-  _gap.resolve_precision(precision)  # Fail early on a bad name.
   if isinstance(gap_every, int) and gap_every < 1:
     raise ValueError(f'gap_every must be >= 1, got {gap_every}')
   context = _context.resolve(
       context, weight_dimension_numbers=weight_dimension_numbers, mesh=mesh,
       mesh_axes=mesh_axes)
+  _gap.resolve_precision(precision, context.mesh)  # Fail early.
 
   def init_fn(params):
     views = context.views(params)
@@ -272,7 +275,8 @@ def _warn_below_resolution(tau, views, precision: str) -> None:
       views, is_leaf=lambda x: isinstance(x, _matrix.MatrixView))]
   if not shapes or not 0 < tau:
     return
-  precision = _gap.resolve_precision(precision)
+  # "float64" and "host" share one resolution; "auto" is one of them.
+  precision = 'float32' if precision == 'float32' else 'float64'
   # A lower bound of tau_floor: ||X||_F >= s_max.
   floor = max(max(_gap.resolution_factor(precision, min(m, n)),
                   _gap.rounding_factor(m, n)) for m, n in shapes)
@@ -285,8 +289,12 @@ def _warn_below_resolution(tau, views, precision: str) -> None:
 
 
 def _warn_float32_spectrum(views, precision: str) -> None:
-  """Warns at trace time when float32 SVD meets matrices it cannot resolve."""
-  if _gap.resolve_precision(precision) != 'float32':
+  """Warns at trace time when a forced float32 SVD meets wide matrices.
+
+  ``"auto"`` never picks ``"float32"``, so this fires only when a user asks
+  for it, at width >= 256.
+  """
+  if precision != 'float32':
     return
   widths = [min(v.fan_in, v.fan_out) for v in jax.tree.leaves(
       views, is_leaf=lambda x: isinstance(x, _matrix.MatrixView))]
@@ -294,12 +302,12 @@ def _warn_float32_spectrum(views, precision: str) -> None:
     k = max(widths)
     warnings.warn(
         f'mimuon_mix: the gap test runs a float32 SVD (precision='
-        f'{precision!r}, e.g. on TPU), which resolves gaps down to about'
+        f'{precision!r}), which resolves gaps down to about'
         f' {_gap.resolution_factor("float32", k):.1e} * s_max at width {k};'
         ' real momenta at width >= 256 have smaller minimum gaps (1e-7 s_max'
         ' measured at 1024), which then count as 0 and take the SGD branch.'
-        ' Use precision="float64" where the backend has float64, and watch'
-        ' MiMuonMixState.tau_floor.', stacklevel=3)
+        ' Use precision="auto" ("host" where the device lacks float64) and'
+        ' watch MiMuonMixState.tau_floor.', stacklevel=3)
 
 
 def mix_diagnostics(opt_state: Any) -> MiMuonMixState:

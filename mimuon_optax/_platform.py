@@ -81,7 +81,7 @@ def has_float64() -> bool:
   return jax.default_backend() != 'tpu'
 
 
-def auto_gate_precision() -> str:
+def auto_gate_precision(mesh: jax.sharding.Mesh | None = None) -> str:
   """What the gate's ``precision="auto"`` means on the default backend.
 
   - No device float64 (TPU): ``"host"``, the float64 spectrum on the host
@@ -90,16 +90,35 @@ def auto_gate_precision() -> str:
     momentum-like spectra, always taking the SGD branch).
   - CPU: ``"host"``: the same float64 numbers from LAPACK ``syevd`` in a
     callback beat the in-graph tridiagonalization + bisection
-    (``benchmarks/step_time.py --gate``; see ``benchmarks/RESULTS.md``).
+    (``python -m benchmarks.step_time --preset small``; numbers in
+    ``benchmarks/RESULTS.md``), except where :func:`host_callback_hangs`.
   - GPU: ``"float64"`` until a device measurement says otherwise (the host
     path would copy every momentum to the host each step).
 
-  Re-measure on every jaxlib upgrade (``benchmarks/step_time.py --gate``).
+  Re-measure on every jaxlib upgrade.
   """
-  backend = jax.default_backend()
-  if not has_float64() or backend == 'cpu':
+  if on_cpu(mesh) and host_callback_hangs(mesh):
+    return 'float64'
+  if not has_float64() or on_cpu(mesh):
     return 'host'
   return 'float64'
+
+
+def host_callback_hangs(mesh: jax.sharding.Mesh | None) -> bool:
+  """Whether the host gate's callback can deadlock here.
+
+  True for plain GSPMD (no ``mesh=``) over several CPU devices: GSPMD gives
+  the callback to device 0 and gathers its operands there, and XLA:CPU's
+  devices, sharing one small thread pool, then wait on each other's
+  collectives forever (seen with 8 simulated devices on 2 cores, jaxlib
+  0.10.2). With ``mesh=`` each device measures its own matrices inside a
+  ``shard_map`` and nothing waits. ``"auto"`` picks ``"float64"`` there, and
+  an explicit ``"host"`` is refused.
+
+  Delete when XLA:CPU runs a GSPMD-partitioned callback next to collectives
+  without hanging (check with ``tests/test_host_gate.py``).
+  """
+  return mesh is None and serial_lapack(None)
 
 
 _HOST_EXECUTOR: concurrent.futures.ThreadPoolExecutor | None = None
