@@ -11,8 +11,10 @@ import numpy as np
 def check_real_scalar(name: str, value: Any, in_range: Callable[[Any], bool],
                       requirement: str, *, allow_schedule: bool = False
                       ) -> None:
-  """Raises ``ValueError`` naming ``name`` unless ``value`` is a real scalar
-  with ``in_range(value)`` (NaN fails every range).
+  """Raises ``ValueError`` naming ``name`` unless ``value`` is in range.
+
+  ``value`` must be a real scalar with ``in_range(value)`` (NaN fails every
+  range).
 
   Traced values (``optax.inject_hyperparams``) and, with
   ``allow_schedule``, callables cannot be checked at construction and pass.

@@ -143,7 +143,7 @@ def make_train_step(
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  kwargs = {}
+  kwargs: dict[str, Any] = {}
   if mesh is not None:
     kwargs = dict(in_shardings=shardings,
                   out_shardings=(param_sharding, opt_state_sharding,

@@ -86,7 +86,7 @@ class Qwen3Config:
   @classmethod
   def qwen3_0_6b(cls, **overrides) -> Qwen3Config:
     """Qwen/Qwen3-0.6B (about 596M parameters, tied embeddings)."""
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         vocab_size=151936,
         hidden_size=1024,
         intermediate_size=3072,
@@ -105,7 +105,7 @@ class Qwen3Config:
   @classmethod
   def tiny(cls, **overrides) -> Qwen3Config:
     """A ~0.8M-parameter model over bytes (vocab 256) that trains on a CPU."""
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         vocab_size=256,
         hidden_size=128,
         intermediate_size=384,
@@ -156,7 +156,7 @@ class Qwen3Config:
 
     num_heads = hf_config["num_attention_heads"]
     head_dim = hf_config.get("head_dim") or hf_config["hidden_size"] // num_heads
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         vocab_size=hf_config["vocab_size"],
         hidden_size=hf_config["hidden_size"],
         intermediate_size=hf_config["intermediate_size"],
@@ -276,8 +276,11 @@ def rope_sin_cos(positions_BxT: jax.Array, head_dim: int,
 
 def apply_rope(x_BxTxNxDh: jax.Array, sin_BxTxR: jax.Array,
                cos_BxTxR: jax.Array) -> jax.Array:
-  """HF convention: `x * cos + rotate_half(x) * sin`, where the frequencies
-  are repeated over both halves of the head (not interleaved pairs)."""
+  """Rotary embedding, HF convention: `x * cos + rotate_half(x) * sin`.
+
+  The frequencies are repeated over both halves of the head (not
+  interleaved pairs).
+  """
   x1, x2 = jnp.split(x_BxTxNxDh.astype(jnp.float32), 2, axis=-1)
   sin, cos = sin_BxTxR[:, :, None, :], cos_BxTxR[:, :, None, :]
   rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -394,8 +397,10 @@ class Qwen3Model(nnx.Module):
 
       self.layers = make_stacked_layers(rngs)
     else:
-      self.layers = nnx.List([DecoderLayer(config, rngs=rngs)
-                              for _ in range(config.num_hidden_layers)])
+      # One stacked layer (scan) or a list of layers: either way `layers`.
+      self.layers = nnx.List([  # type: ignore[assignment]
+          DecoderLayer(config, rngs=rngs)
+          for _ in range(config.num_hidden_layers)])
     self.norm = RMSNorm(config.hidden_size, config=config)
 
   def __call__(self, x_BxTxD, positions_BxT, key_valid_BxS, cache, cache_index):
@@ -462,6 +467,8 @@ class Qwen3ForCausalLM(nnx.Module):
     Logits at padding positions are meaningless.
     """
     if inputs_embeds is None:
+      if input_ids is None:
+        raise ValueError('give input_ids or inputs_embeds')
       x_BxTxD = self.model.embed_tokens(input_ids)
     else:
       x_BxTxD = inputs_embeds.astype(self.config.dtype)
@@ -493,7 +500,8 @@ class Qwen3ForCausalLM(nnx.Module):
     """
     cfg = self.config
     dtype = dtype or cfg.dtype
-    shape = (batch_size, max_length, cfg.num_key_value_heads, cfg.head_dim)
+    shape: tuple[int, ...] = (batch_size, max_length,
+                              cfg.num_key_value_heads, cfg.head_dim)
     if cfg.scan_layers:
       shape = (cfg.num_hidden_layers, *shape)
       return (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
@@ -502,8 +510,10 @@ class Qwen3ForCausalLM(nnx.Module):
 
   def forward_with_cache(self, input_ids_BxT, positions_BxT, key_valid_BxS,
                          cache, cache_index):
-    """Logits for a chunk written at cache slots [cache_index, +T); see
-    `Qwen3Model.__call__` for the masking rule. Returns (logits, new cache)."""
+    """(logits, new cache) for a chunk written at cache slots [index, +T).
+
+    See `Qwen3Model.__call__` for the masking rule.
+    """
     x_BxTxD = self.model.embed_tokens(input_ids_BxT)
     h_BxTxD, cache = self.model(x_BxTxD, positions_BxT, key_valid_BxS, cache,
                                 cache_index)

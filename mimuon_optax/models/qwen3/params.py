@@ -111,8 +111,11 @@ def _expand(cfg: Qwen3Config) -> Iterator[tuple[str, _Rule, int | None]]:
 
 
 def _leaf_path(cfg: Qwen3Config, rule: _Rule, layer: int | None) -> tuple:
-  """The NNX state path of a rule's leaf. Stacked layers share one leaf (the
-  layer becomes an index into its leading axis), looped layers have one each."""
+  """The NNX state path of a rule's leaf.
+
+  Stacked layers share one leaf (the layer becomes an index into its leading
+  axis), looped layers have one each.
+  """
   if layer is None:
     return rule.path
   if cfg.scan_layers:
