@@ -1,10 +1,10 @@
-"""The bf16 Newton-Schulz band on low-rank inputs (issue 14; README table).
+"""The bf16 Newton-Schulz band on low-rank inputs (issue 14; docs table).
 
 A rank-k gradient should map to ~U_k V_k^T: k singular values near 1, the
 rest 0. In bf16 the rounding of X X^T creates small singular values in the
 null space, which the schedule then pushes towards 1. Run with ``-s`` to
-print the measured band; the README section "Drop-in for optax.contrib.muon"
-quotes it.
+print the measured band; docs/dropin.md ("bf16 on low-rank inputs") quotes
+it.
 """
 
 import jax.numpy as jnp
