@@ -8,6 +8,7 @@ runs/docs_screenshots/, and checks the rendered pages: every public name of
 text, every image present.
 """
 
+import fcntl
 import html
 import pathlib
 import re
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 from sphinx.util import inventory
@@ -41,11 +43,25 @@ PAGES = ("getting_started", "gate", "dropin", "options", "multidevice",
 
 @pytest.fixture(scope="module")
 def site() -> pathlib.Path:
-  """docs/_build/html, (re)built like `make docs` (warnings are errors)."""
-  proc = subprocess.run(
-      [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b",
-       "html", str(DOCS), str(BUILD)],
-      capture_output=True, text=True, timeout=900, cwd=ROOT)
+  """docs/_build/html, (re)built like `make docs` (warnings are errors).
+
+  Under pytest-xdist each worker runs this; a lock file makes one build at a
+  time (the second finds the site up to date).
+  """
+  BUILD.parent.mkdir(parents=True, exist_ok=True)
+  with open(BUILD.parent / ".build.lock", "w") as lock:
+    deadline = time.monotonic() + 1200  # Past the build's own timeout.
+    while True:
+      try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+      except BlockingIOError:
+        assert time.monotonic() < deadline, "another docs build never ended"
+        time.sleep(1)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b",
+         "html", str(DOCS), str(BUILD)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-6000:]
   return BUILD
 

@@ -1,7 +1,7 @@
 """Sphinx extension: every name in `mimuon_optax.__all__` has an API entry.
 
-Like optax's docs/ext/coverage_check.py, but run inside every build: after
-reading all pages it compares `mimuon_optax.__all__` with the objects the
+Like optax's docs/ext/coverage_check.py, but run inside every build: at its
+end it compares `mimuon_optax.__all__` with the objects the
 Python domain documents (`autofunction`, `autoclass`, `autodata`, ...) and
 warns for each missing name, which `sphinx-build -W` turns into an error.
 So the reference cannot silently fall behind the package.
@@ -19,9 +19,10 @@ def undocumented(documented: set[str]) -> list[str]:
                 if f'mimuon_optax.{name}' not in documented)
 
 
-def _check(app, env) -> None:
-  del app  # Unused.
-  documented = set(env.get_domain('py').objects)
+def _check(app, exception) -> None:
+  if exception is not None:
+    return
+  documented = set(app.env.get_domain('py').objects)
   for name in undocumented(documented):
     logger.warning('mimuon_optax.%s is in __all__ but on no API page '
                    '(add it to a docs/api/*.rst page)', name,
@@ -29,5 +30,7 @@ def _check(app, env) -> None:
 
 
 def setup(app):
-  app.connect('env-check-consistency', _check)
+  # Every build, incremental ones included (their consistency check is
+  # skipped when no page changed, but __all__ may have).
+  app.connect('build-finished', _check)
   return {'parallel_read_safe': True, 'parallel_write_safe': True}
