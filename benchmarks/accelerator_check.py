@@ -46,7 +46,10 @@ from flax import nnx
 import mimuon_optax as mo
 from benchmarks import step_time
 from mimuon_optax import _gap
+from mimuon_optax import training
 from mimuon_optax.models.qwen3 import Qwen3Config, Qwen3ForCausalLM
+from mimuon_optax.models.qwen3 import qwen3_weight_dimension_numbers
+from mimuon_optax.models.qwen3.loss import next_token_loss
 
 warnings.filterwarnings('ignore', message='Some donated buffers')
 
@@ -54,11 +57,13 @@ warnings.filterwarnings('ignore', message='Some donated buffers')
 PRESETS = {
     'small': dict(step='tiny', repeats=3, matmul_n=512, spectrum_repeats=2,
                   accuracy_n=2, ns_shapes=[(64, 192), (192, 64)],
-                  gate_shapes=[(64, 192)]),
+                  gate_shapes=[(64, 192)], train_model='tiny',
+                  train_batch=(2, 32)),
     'qwen3_0_6b': dict(step='qwen3_0_6b', repeats=10, matmul_n=8192,
                        spectrum_repeats=3, accuracy_n=3,
                        ns_shapes=[(1024, 3072), (3072, 1024), (1024, 1024)],
-                       gate_shapes=[(256, 768), (1024, 3072)]),
+                       gate_shapes=[(256, 768), (1024, 3072)],
+                       train_model='qwen3_0_6b', train_batch=(8, 1024)),
 }
 LR = 0.02
 EPS32 = float(np.finfo(np.float32).eps)
@@ -147,6 +152,10 @@ def optimizers():
       'optax.contrib.muon': lambda: optax.contrib.muon(LR),
       'muon (ours)': lambda: mo.muon(LR),
       'mimuon (ours)': lambda: mo.mimuon(LR),
+      'mimuon (ours, precision="host")': lambda: mo.mimuon(
+          LR, precision='host'),
+      'mimuon (ours, precision="float64")': lambda: mo.mimuon(
+          LR, precision='float64'),
       'mimuon (ours, gap_every=10)': lambda: mo.mimuon(LR, gap_every=10),
   }
 
@@ -190,6 +199,61 @@ def step_times(cfg, budget, results):
                    for k, v in out['sub'].items()]
   if not any(out['ms'].values()):
     raise RuntimeError(f'no optimizer timed: {out["sub"]}')
+  return out
+
+
+def train_steps(cfg, budget, results):
+  """A whole Qwen3 training step (forward, backward, optimizer) per optimizer.
+
+  bf16 activations, float32 params; mimuon / muon of the *whole* step is the
+  number a user weighs against the optimizer-only ratio of ``step_time``.
+  """
+  del results
+  batch, seq = cfg['train_batch']
+  model_cfg = (Qwen3Config.qwen3_0_6b if cfg['train_model'] == 'qwen3_0_6b'
+               else Qwen3Config.tiny)(dtype=jnp.bfloat16, scan_layers=True)
+  model = Qwen3ForCausalLM(model_cfg, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(model, nnx.Param)
+  params = nnx.as_pure(state)
+  del model, state
+  dims = qwen3_weight_dimension_numbers(params)
+  tokens = jax.random.randint(jax.random.key(3), (batch, seq + 1), 0,
+                              model_cfg.vocab_size)
+  out = {'status': 'ok', 'model': cfg['train_model'], 'batch': [batch, seq],
+         'ms': {}, 'sub': {}, 'table': []}
+  for name, make in {
+      'optax.adamw': lambda: optax.adamw(LR),
+      'muon (ours)': lambda: mo.muon(LR, weight_dimension_numbers=dims),
+      'mimuon (ours)': lambda: mo.mimuon(LR, weight_dimension_numbers=dims),
+      'mimuon (ours, gap_every=4)': lambda: mo.mimuon(
+          LR, gap_every=4, weight_dimension_numbers=dims),
+  }.items():
+    if budget.spent():
+      out['sub'][name] = budget.skipped()
+      continue
+    try:
+      tx = make()
+      step = training.make_train_step(tx, next_token_loss,
+                                      graphdef=graphdef, donate=False)
+      opt_state = tx.init(params)
+      seconds, _ = median_time(step, params, opt_state, tokens,
+                               repeats=cfg['repeats'])
+      out['ms'][name] = ms(seconds)
+      del opt_state
+    except Exception as e:  # pylint: disable=broad-except
+      out['sub'][name] = {'status': 'error', 'reason': one_line(e)}
+  base = out['ms'].get('muon (ours)')
+  out['vs_our_muon'] = {n: round(t / base, 3) for n, t in out['ms'].items()
+                        if base}
+  for name, t in out['ms'].items():
+    ratio = out['vs_our_muon'].get(name)
+    out['table'].append((f"{cfg['train_model']} {batch}x{seq} step / {name}",
+                         f'{t:.1f} ms' + (f' ({ratio:.2f}x our muon)'
+                                          if ratio else '')))
+  out['table'] += [(k, f"{v['status']}: {v['reason']}")
+                   for k, v in out['sub'].items()]
+  if not out['ms']:
+    raise RuntimeError(f'no step timed: {out["sub"]}')
   return out
 
 
@@ -256,6 +320,8 @@ SPECTRUM = {  # name: (singular values of a list of stacks, float64?)
     'svd float32': (lambda xs: _svd_values(xs), False),
     'spectral_gaps float64': (lambda xs: mo.spectral_gaps(
         xs, precision='float64'), False),
+    'spectral_gaps host': (lambda xs: mo.spectral_gaps(
+        xs, precision='host'), False),
     'spectral_gaps float32': (lambda xs: mo.spectral_gaps(
         xs, precision='float32'), False),
 }
@@ -298,7 +364,21 @@ def spectrum_cost(cfg, budget, results):
       status = 'skipped' if unsupported(e) else 'error'
       out['impl'][name] = {'status': status, 'reason': one_line(e)}
       out['table'].append((name, f'{status}: {one_line(e)[:100]}'))
+  if not budget.spent():
+    out['host_parts'] = host_parts(stacks, cfg['spectrum_repeats'])
+    out['table'] += [(f'spectral_gaps host: {k}', f'{v:.1f} ms')
+                     for k, v in out['host_parts'].items()]
   return out
+
+
+def host_parts(stacks, repeats):
+  """The host gate's time split: device-to-host copy, then host LAPACK."""
+  copy_s, host = median_time(jax.device_get, stacks, repeats=repeats)
+  compute_s, _ = median_time(
+      lambda xs: _gap._host_stats_callback(None, *xs), host,  # pylint: disable=protected-access
+      repeats=repeats)
+  return {'device-to-host copy ms': ms(copy_s),
+          'host LAPACK + statistics ms': ms(compute_s)}
 
 
 def composed_polynomial(schedule, s, frob):
@@ -340,6 +420,55 @@ def ns_bands(cfg, budget, results):
   out['float32_within_3e-3'] = all(
       c['max_dev_from_polynomial'] <= 3e-3 for k, c in out['cases'].items()
       if k.endswith('float32'))
+  return out
+
+
+def gram_ns(cfg, budget, results):
+  """Gram NS vs standard NS (issue 24): ms per shape and dtype, and its band."""
+  del results
+  rng = np.random.default_rng(0)
+  schedule = mo.ns_schedule('polar_express', 5)
+  out = {'status': 'ok', 'ms': {}, 'gram_vs_standard': {},
+         'max_dev_from_polynomial': {}, 'sub': {}, 'table': []}
+  inputs = [(f'{m}x{n}', (m, n)) for m, n in cfg['ns_shapes']]
+  inputs.append((f"{cfg['step']} preset", None))
+  for name, shape in inputs:
+    for dtype in ('bfloat16', 'float32'):
+      key = f'{name} {dtype}'
+      if budget.spent():
+        out['sub'][key] = budget.skipped()
+        out['table'].append((f'Gram NS {key}', 'skipped: budget'))
+        continue
+      if shape is None:
+        tree = step_time.matrix_params(cfg['step'], jnp.float32)
+      else:
+        s_in = np.geomspace(1.0, 0.1, min(shape))  # cond 10, as ns_bands.
+        tree = {'x': jnp.asarray(host_matrix(rng, *shape, s_in), jnp.float32)}
+      fns = {m: jax.jit(lambda t, m=m, d=dtype: mo.scale_by_newton_schulz(
+          ns_dtype=d, ns_method=m).update(t, None)[0])
+             for m in ('standard', 'gram')}
+      times = step_time.interleaved_medians(list(fns.values()), tree,
+                                            cfg['repeats'])
+      out['ms'][key] = dict(zip(fns, (ms(t) for t in times)))
+      ratio = out['gram_vs_standard'][key] = round(times[1] / times[0], 3)
+      band = ''
+      if shape is not None:
+        got = np.linalg.svd(np.asarray(fns['gram'](tree)['x'], np.float64),
+                            compute_uv=False)
+        want = np.sort(composed_polynomial(
+            schedule, s_in, np.linalg.norm(np.asarray(tree['x'],
+                                                      np.float64))))[::-1]
+        dev = out['max_dev_from_polynomial'][key] = float(
+            np.max(np.abs(got - want)))
+        band = f', gram max dev from polynomial {dev:.1e}'
+      out['table'].append((f'Gram NS {key}', f"standard {times[0] * 1e3:.1f}"
+                           f' ms, gram {times[1] * 1e3:.1f} ms ({ratio:.2f}x)'
+                           + band))
+  out['gram_float32_within_3e-3'] = all(
+      v <= 3e-3 for k, v in out['max_dev_from_polynomial'].items()
+      if k.endswith('float32'))
+  if not out['ms']:
+    return dict(budget.skipped(), sub=out['sub'])
   return out
 
 
@@ -445,10 +574,12 @@ def qwen3_forward(cfg, budget, results):
 ITEMS = [
     ('environment', environment),
     ('ns_bands', ns_bands),
+    ('gram_ns', gram_ns),
     ('mimuon_tau0', mimuon_tau0),
     ('gate_decisions', gate_decisions),
     ('qwen3_forward', qwen3_forward),
     ('step_time', step_times),
+    ('train_step', train_steps),
     ('flop_floor', flop_floor),
     ('spectrum_cost', spectrum_cost),
 ]

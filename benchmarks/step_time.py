@@ -10,8 +10,11 @@ band of update / (lr * shape scale) over the matrices that took a Muon step).
   python -m benchmarks.step_time --preset small --repeats 10
   python -m benchmarks.step_time --preset qwen3_0_6b --dtype float32
   python -m benchmarks.step_time --scaling 256,512,1024,2048,4096
+  python -m benchmarks.step_time --gram --repeats 5
 
 ``--scaling`` instead times muon / mimuon on one square matrix per size.
+``--gram`` times Gram Newton-Schulz against standard Newton-Schulz (issue
+24) per shape and dtype, and over aspect ratios for the crossover.
 """
 
 from __future__ import annotations
@@ -112,9 +115,13 @@ def main():
                       help='Newton-Schulz dtype of our muon / mimuon')
   parser.add_argument('--scaling', default='',
                       help='comma-separated square sizes: time vs size')
+  parser.add_argument('--gram', action='store_true',
+                      help='Gram NS vs standard NS per shape')
   args = parser.parse_args()
   if args.scaling:
     return scaling(args)
+  if args.gram:
+    return gram_rows(args)
 
   dtype = jnp.dtype(args.dtype)
   params = matrix_params(args.preset, dtype)
@@ -128,6 +135,9 @@ def main():
       'muon (ours)': mo.muon(**ours),
       'muon (ours, per-leaf NS)': mo.muon(**ours, batch_same_shapes=False),
       'mimuon (ours, defaults: gap_every=1)': mo.mimuon(**ours),
+      'mimuon (ours, precision="host")': mo.mimuon(**ours, precision='host'),
+      'mimuon (ours, precision="float64")': mo.mimuon(
+          **ours, precision='float64'),
       'mimuon (ours, gap_every=2)': mo.mimuon(**ours, gap_every=2),
       'mimuon (ours, gap_every=4)': mo.mimuon(**ours, gap_every=4),
   }
@@ -155,6 +165,32 @@ def main():
     tflops = f'{flops / seconds / 1e12:.3f}' if uses_ns else ''
     print(f'| {name} | {seconds * 1e3:.1f} | {ratio("optax.contrib.muon")} |'
           f' {ratio("muon (ours)")} | {tflops} | {band} |', flush=True)
+  wide_gate_rows(args)
+
+
+def wide_gate_rows(args, count: int = 4, shape=(1024, 3072)):
+  """The gate's two float64 paths on ``count`` Qwen3-0.6B MLP matrices."""
+  dtype = jnp.dtype(args.dtype)
+  keys = jax.random.split(jax.random.key(2), 2 * count)
+  params = {f'mlp_{i}': jax.random.normal(keys[i], shape, dtype) * 0.02
+            for i in range(count)}
+  grads = {f'mlp_{i}': jax.random.normal(keys[count + i], shape, dtype)
+           for i in range(count)}
+  ours = dict(learning_rate=0.02, ns_steps=args.ns_steps,
+              ns_dtype=args.ns_dtype)
+  print(f'\n# {count} matrices of {shape[0]}x{shape[1]}, same settings')
+  print('| optimizer | ms / step | vs muon (ours) |')
+  print('|---|---|---|')
+  base = None
+  for name, opt in [
+      ('muon (ours)', mo.muon(**ours)),
+      ('mimuon (ours, precision="host")', mo.mimuon(**ours, precision='host')),
+      ('mimuon (ours, precision="float64")',
+       mo.mimuon(**ours, precision='float64'))]:
+    seconds = time_step(opt, params, grads, max(3, args.repeats // 2))[0]
+    base = base or seconds
+    print(f'| {name} | {seconds * 1e3:.1f} | {seconds / base:.2f}x |',
+          flush=True)
 
 
 def scaling(args):
@@ -176,6 +212,61 @@ def scaling(args):
     tflops = ns_flops(params, args.ns_steps) / t_muon / 1e12
     print(f'| {n} | {t_muon * 1e3:.1f} | {t_mimuon * 1e3:.1f} |'
           f' {t_mimuon / t_muon:.2f}x | {tflops:.3f} |', flush=True)
+
+
+# (name, shapes): one matrix each, then the whole small preset (28 matrices).
+GRAM_SHAPES = [('1024x3072', (1024, 3072)), ('3072x1024', (3072, 1024)),
+               ('1024x1024', (1024, 1024))]
+GRAM_ASPECTS = (1.0, 1.25, 1.5, 1.75, 2.0, 3.0)  # k = 512: the crossover
+
+
+def interleaved_medians(fns, arg, repeats):
+  """Median seconds of each jitted fn on arg, run in turns (drift cancels)."""
+  for fn in fns:
+    jax.block_until_ready(fn(arg))  # compile + warm up
+  times = [[] for _ in fns]
+  for _ in range(repeats):
+    for fn, t in zip(fns, times):
+      start = time.perf_counter()
+      jax.block_until_ready(fn(arg))
+      t.append(time.perf_counter() - start)
+  return [statistics.median(t) for t in times]
+
+
+def gram_rows(args):
+  """Gram NS vs standard NS (each with its default restarts), one process."""
+  schedule = mo.ns_schedule('polar_express', args.ns_steps)
+  print(f'# device: {jax.devices()[0].device_kind} ({jax.default_backend()}),'
+        f' {platform.processor() or platform.machine()}, jax'
+        f' {jax.__version__}; polar_express {args.ns_steps} steps, jitted'
+        f' NS only, median of {args.repeats} interleaved runs')
+  print('| input | NS dtype | standard ms | gram ms | gram / standard |'
+        ' auto / standard |')
+  print('|---|---|---|---|---|---|')
+  rows = [(name, {'x': jax.random.normal(jax.random.key(0), shape)})
+          for name, shape in GRAM_SHAPES]
+  rows.append(('small preset (28 matrices)',
+               matrix_params('small', jnp.float32)))
+  for name, tree in rows:
+    for ns_dtype in ('float32', 'bfloat16'):
+      fns = [jax.jit(lambda t, m=m: mo.scale_by_newton_schulz(
+          ns_dtype=ns_dtype, ns_method=m).update(t, None)[0])
+             for m in ('standard', 'gram', 'auto')]
+      std, gram, auto = interleaved_medians(fns, tree, args.repeats)
+      print(f'| {name} | {ns_dtype} | {std * 1e3:.1f} | {gram * 1e3:.1f} |'
+            f' {gram / std:.2f}x | {auto / std:.2f}x |', flush=True)
+  print('\nCrossover: one 512 x n matrix, float32 and bfloat16 NS')
+  print('| n / 512 | NS dtype | standard ms | gram ms | gram / standard |')
+  print('|---|---|---|---|---|')
+  for ratio in GRAM_ASPECTS:
+    x = jax.random.normal(jax.random.key(0), (1, 512, int(512 * ratio)))
+    for ns_dtype in ('float32', 'bfloat16'):
+      fns = [jax.jit(lambda x, m=m: mo.newton_schulz(
+          x, schedule, ns_dtype=ns_dtype, ns_method=m))
+             for m in ('standard', 'gram')]
+      std, gram = interleaved_medians(fns, x, args.repeats)
+      print(f'| {ratio:g} | {ns_dtype} | {std * 1e3:.1f} | {gram * 1e3:.1f} |'
+            f' {gram / std:.2f}x |', flush=True)
 
 
 if __name__ == '__main__':

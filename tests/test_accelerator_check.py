@@ -9,8 +9,9 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ITEM_NAMES = ['environment', 'ns_bands', 'mimuon_tau0', 'gate_decisions',
-              'qwen3_forward', 'step_time', 'flop_floor', 'spectrum_cost']
+ITEM_NAMES = ['environment', 'ns_bands', 'gram_ns', 'mimuon_tau0',
+              'gate_decisions', 'qwen3_forward', 'step_time', 'train_step',
+              'flop_floor', 'spectrum_cost']
 BOOKKEEPING = {'status', 'wall_s', 'peak_bytes_in_use'}
 pytestmark = pytest.mark.slow  # One whole benchmark run (~1 min).
 
@@ -65,6 +66,9 @@ def test_small_preset_measurements_are_sane(small_report):
     assert items['mimuon_tau0']['max_abs_diff'] == 0.0
   if items['ns_bands']['status'] == 'ok':
     assert items['ns_bands']['float32_within_3e-3']
+  if items['gram_ns']['status'] == 'ok':
+    assert items['gram_ns']['gram_float32_within_3e-3']
+    assert all(r > 0 for r in items['gram_ns']['gram_vs_standard'].values())
   if items['gate_decisions']['status'] == 'ok':
     agree, total = items['gate_decisions']['agree'], items['gate_decisions']['total']
     assert all(agree[k] == total[k] for k in total)
