@@ -6,14 +6,23 @@
 
 Each process writes its own shards (with several processes, as on a TPU pod,
 ``path`` must be a directory every host sees: a shared file system or a
-``gs://`` bucket, and every process must call these functions); restoring onto a target whose leaves
-carry shardings (``abstract_like`` keeps the arrays' shardings, or pass
-``jax.ShapeDtypeStruct(shape, dtype, sharding=...)`` leaves for a new mesh)
-reads every shard straight onto its device. The optimizer state's structure
-(NamedTuples, ``optax.MaskedNode``) comes from the target, so restore with
-the state of the same ``tx`` (``jax.eval_shape(tx.init, params)`` and
+``gs://`` bucket, and every process must call these functions); restoring
+onto a target whose leaves carry shardings (``abstract_like`` keeps the
+arrays' shardings, or pass ``jax.ShapeDtypeStruct(shape, dtype,
+sharding=...)`` leaves for a new mesh) reads every shard straight onto its
+device. The optimizer state's structure (NamedTuples, ``optax.MaskedNode``)
+comes from the target, so restore with the state of the same ``tx``
+(``jax.eval_shape(tx.init, params)`` and
 ``mimuon_optax.opt_state_shardings`` build one without allocating).
 Orbax reads back exactly the bytes it wrote, so training resumes bit for bit.
+
+A save is atomic: Orbax writes ``path/<step>.orbax-checkpoint-tmp-*`` and
+renames it to ``path/<step>`` when complete, so a process killed while
+saving leaves the previous steps intact and :func:`latest_step` skips the
+unfinished one. A damaged step (files missing, truncated or altered) is
+never skipped silently: :func:`restore_state` raises ``ValueError`` naming
+its directory and what is wrong, and :func:`latest_step` raises for a
+directory that holds files but no checkpoint (docs/reliability.md).
 
 Orbax is not a core dependency (it is in the ``experiments`` extra): this
 module imports on a core install, and :func:`save_state` /
@@ -23,12 +32,17 @@ module imports on a core install, and :func:`save_state` /
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import jax
 import numpy as np
 
+_TMP_MARK = '.orbax-checkpoint-tmp'  # an unfinished save: <step><mark>-<n>
+# Files every complete step of save_state has (Orbax's item metadata, the
+# OCDBT root manifest): a step without them cannot be read.
+_REQUIRED = ('default/_METADATA', 'default/manifest.ocdbt')
 INSTALL_HINT = ('mimuon_optax.checkpoint needs Orbax: pip install'
                 ' orbax-checkpoint (or pip install "mimuon_optax[experiments]")')
 
@@ -60,11 +74,27 @@ def _manager(path: str, keep: int | None = None):
 
 
 def latest_step(path: str) -> int | None:
-  """The newest step saved under ``path``; None if there is none."""
+  """The newest step saved under ``path``; None if there is none.
+
+  None when ``path`` does not exist, is empty or holds only unfinished
+  saves (Orbax's ``*.orbax-checkpoint-tmp-*``, left by a killed process).
+
+  Raises:
+    ValueError: naming ``path``, when it holds other files but no step.
+  """
   if '://' not in os.fspath(path) and not os.path.isdir(path):
     return None
   with _manager(path) as manager:
-    return manager.latest_step()
+    step = manager.latest_step()
+  if step is None and '://' not in os.fspath(path):
+    other = sorted(e for e in os.listdir(path) if _TMP_MARK not in e)
+    if other:
+      raise ValueError(
+          f'{os.fspath(path)!r} holds no checkpoint (no <step> directory),'
+          f' only {other[:5]}: not a checkpoint directory of save_state, or'
+          ' one whose steps were deleted. Restore from another directory, or'
+          ' remove it to start afresh.')
+  return step
 
 
 def save_state(path: str, step: int, params: Any, opt_state: Any,
@@ -93,6 +123,9 @@ def restore_state(path: str, abstract_tree: dict[str, Any],
 
   Raises:
     FileNotFoundError: if ``path`` holds no checkpoint.
+    ValueError: naming the step's directory and what is wrong, if it is
+      incomplete or damaged (missing, truncated or altered files); the
+      previous step is never taken silently instead.
     ImportError: if Orbax is not installed (also in :func:`save_state`).
   """
   ocp = _orbax()
@@ -101,9 +134,48 @@ def restore_state(path: str, abstract_tree: dict[str, Any],
       step = manager.latest_step()
       if step is None:
         raise FileNotFoundError(f'No checkpoint under {path!r}.')
-    restored = manager.restore(
-        int(step), args=ocp.args.StandardRestore(abstract_tree))
+    step_dir = _check_step_dir(path, step)
+    try:
+      restored = manager.restore(
+          int(step), args=ocp.args.StandardRestore(abstract_tree))
+    except Exception as e:  # Orbax/TensorStore raise many types.
+      raise _damaged(step_dir, _first_line(e)) from e
   return int(step), restored['params'], restored['opt_state']
+
+
+def _first_line(error: Exception) -> str:
+  text = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {text[0][:400] if text else ""}'
+
+
+def _damaged(step_dir: str, what: str) -> ValueError:
+  return ValueError(
+      f'Checkpoint {step_dir!r} is incomplete or damaged: {what}. Delete that'
+      ' directory to resume from the step before it, or start afresh'
+      ' elsewhere.')
+
+
+def _check_step_dir(path: str, step: int) -> str:
+  """``path/<step>``, after checking the files a complete save has.
+
+  Raises:
+    ValueError: naming the directory and the missing or unreadable file.
+  """
+  step_dir = os.path.join(os.fspath(path), str(int(step)))
+  if '://' in step_dir:
+    return step_dir  # remote: Orbax's own errors, wrapped by the caller
+  missing = [f for f in _REQUIRED
+             if not os.path.isfile(os.path.join(step_dir, f))]
+  if missing:
+    raise _damaged(step_dir, f'missing {", ".join(missing)}')
+  metadata = os.path.join(step_dir, _REQUIRED[0])
+  try:
+    with open(metadata) as f:
+      json.load(f)
+  except ValueError as e:
+    raise _damaged(step_dir, f'{_REQUIRED[0]} is not valid JSON'
+                   f' (truncated?): {e}') from e
+  return step_dir
 
 
 def load_numpy(path: str, step: int | None = None) -> dict[str, Any]:
@@ -117,10 +189,14 @@ def load_numpy(path: str, step: int | None = None) -> dict[str, Any]:
   step = latest_step(path) if step is None else step
   if step is None:
     raise FileNotFoundError(f'No checkpoint under {path!r}.')
-  item = os.path.join(os.fspath(path), str(step), 'default')
+  step_dir = _check_step_dir(path, step)
+  item = os.path.join(step_dir, 'default')
   checkpointer = ocp.StandardCheckpointer()
-  stored = checkpointer.metadata(item).item_metadata.tree
-  tree = checkpointer.restore(item, jax.tree.map(
-      lambda m: np.empty(m.shape, m.dtype), stored))
+  try:
+    stored = checkpointer.metadata(item).item_metadata.tree
+    tree = checkpointer.restore(item, jax.tree.map(
+        lambda m: np.empty(m.shape, m.dtype), stored))
+  except Exception as e:  # Orbax/TensorStore raise many types.
+    raise _damaged(step_dir, _first_line(e)) from e
   return {jax.tree_util.keystr(p): np.asarray(x)
           for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
