@@ -6,7 +6,8 @@ Trains each `--presets` Qwen3 of train_lm (default: `tiny`, and `width_0_6b`
 with Qwen3-0.6B's widths and 2 layers) on Shakespeare bytes with Muon and,
 on step 1 and every `--record-every` steps, measures the matrices MiMuon's
 gate would look at (the Nesterov momentum beta*M_t + (1-beta)*G_t) with the
-library's own `mimuon_optax.spectral_gaps`. Muon is MiMuon with tau=0, so
+library's own `mimuon_optax.spectral_gaps` (precision="host", and again
+with "float64" to check that both paths decide alike on real momenta). Muon is MiMuon with tau=0, so
 these are the momenta the gate sees before it changes the trajectory.
 Offline, each tau_mode's rule is applied to the recorded statistics over a
 grid of tau (`experiments/spectra_analysis.py`). Writes spectra.json
@@ -126,9 +127,14 @@ def record(preset: str, cfg: SpectraConfig) -> dict[str, Any]:
     mu, g = _by_name(_momentum(opt_state)), _by_name(grads)
     stacks = [views[n].to_matrices(BETA * mu[n] + (1 - BETA) * g[n])
               for n in names]
-    return mimuon_optax.spectral_gaps(stacks)
+    # The host path (CPU's "auto") for the records, and the in-graph
+    # float64 path on the same momenta for the precision check.
+    return (mimuon_optax.spectral_gaps(stacks, precision="host"),
+            [s.rho for s in mimuon_optax.spectral_gaps(
+                stacks, precision="float64")])
 
   stats = {f: [] for f in FIELDS}
+  rho_float64 = []
   steps, losses, step_s = [], [], []
   t0 = time.perf_counter()
   measure_s = 0.0
@@ -146,8 +152,9 @@ def record(preset: str, cfg: SpectraConfig) -> dict[str, Any]:
     if done != 1 and done % cfg.record_every:
       continue
     t = time.perf_counter()
-    per_matrix = jax.device_get(measure(opt_state, grads))
+    per_matrix, rho64 = jax.device_get(measure(opt_state, grads))
     measure_s += time.perf_counter() - t
+    rho_float64.append([float(np.ravel(r)[0]) for r in rho64])
     steps.append(done)
     losses.append(loss)
     for f in FIELDS:  # each stack is one matrix (B = 1) in these models
@@ -163,7 +170,8 @@ def record(preset: str, cfg: SpectraConfig) -> dict[str, Any]:
       "steps": steps, "losses": losses, "names": names,
       "kinds": [kind_of(n) for n in names],
       "shapes": [[views[n].fan_in, views[n].fan_out] for n in names],
-      "stats": stats,  # field -> [record][matrix]
+      "stats": stats,  # field -> [record][matrix], precision="host"
+      "rho_float64": rho_float64,  # [record][matrix], precision="float64"
       "step_s_median": float(np.median(step_s)), "measure_s": measure_s,
       "wall_s": wall_s,
   }

@@ -106,7 +106,28 @@ def analyse(recs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     models[preset] = {"all": _summary(samples(rec)), "kinds": kinds}
   pooled = {f: np.concatenate([samples(r)[f] for r in recs.values()])
             for f in FIELDS}
-  return {"models": models, "pooled": _summary(pooled)}
+  return {"models": models, "pooled": _summary(pooled),
+          "host_vs_float64": {p: precision_agreement(r)
+                              for p, r in recs.items() if "rho_float64" in r}}
+
+
+def precision_agreement(rec: dict[str, Any]) -> dict[str, Any]:
+  """precision="host" vs "float64" on the same momenta: the gate's decisions.
+
+  Fraction of (record, matrix) samples with the same spacing-mode decision
+  at each REPORT_TAUS tau, and the largest relative difference in rho.
+  """
+  host = np.asarray(rec["stats"]["rho"], np.float64).ravel()
+  f64 = np.asarray(rec["rho_float64"], np.float64).ravel()
+  finite = np.isfinite(host) & np.isfinite(f64) & (f64 > 0)
+  return {
+      "n": int(host.size),
+      "decisions_equal_at": {
+          str(t): float(np.mean((host >= t) == (f64 >= t)))
+          for t in REPORT_TAUS["spacing"]},
+      "max_rel_rho_diff": float(np.max(
+          np.abs(host[finite] - f64[finite]) / f64[finite], initial=0.0)),
+  }
 
 
 def _fmt(x: float | None) -> str:
@@ -174,6 +195,21 @@ def findings(result: dict[str, Any]) -> str:
       " which `spectral_gap` counts as an exact repeat, so the gate takes the"
       " SGD branch for every tau > 0 in every tau_mode. rho floor = resolution"
       " * sqrt(r) / median gap, the resolution in rho's units.", ""]
+  agree = an.get("host_vs_float64", {})
+  if agree:
+    taus = REPORT_TAUS["spacing"]
+    lines += ["## The gate's two float64 paths on these momenta", "",
+              "Each recorded momentum measured twice: `precision=\"host\"`"
+              " (float64 LAPACK on the host, the statistics above) and"
+              " `\"float64\"` (in-graph tridiagonalization + bisection)."
+              " Fraction of samples with the same spacing-mode decision:", "",
+              reporting.markdown_table(
+                  ["model", "n", *(f"tau {t:g}" for t in taus),
+                   "max rel rho diff"],
+                  [[p, a["n"], *(f"{a['decisions_equal_at'][str(t)]:.3f}"
+                                 for t in taus),
+                    f"{a['max_rel_rho_diff']:.1e}"]
+                   for p, a in agree.items()]), ""]
   lines += ["## Orthogonalized fraction per width", "",
             "Fraction of (step, matrix) samples the gate would orthogonalize.",
             ""]

@@ -185,6 +185,12 @@ def test_spectra_records_and_analyses(tmp_path, cache_dir):
     assert np.all(np.diff(kinds["q"][f"orth_frac_{mode}"]) <= 0)
   for name in ("spectra.json", "findings.md", "COMMAND.md", "spectra.png"):
     assert (tmp_path / name).exists(), name
+  # precision="host" and "float64" decide alike on every recorded momentum.
+  agree = result["analysis"]["host_vs_float64"]["micro"]
+  assert agree["n"] == 2 * 14
+  assert set(agree["decisions_equal_at"].values()) == {1.0}
+  assert agree["max_rel_rho_diff"] < 1e-4
+  assert "two float64 paths" in (tmp_path / "findings.md").read_text()
 
 
 def test_short_names():
