@@ -185,6 +185,37 @@ def test_directory_without_checkpoint_is_not_a_fresh_start(tmp_path):
     checkpoint.latest_step(tmp_path / 'other')
 
 
+@pytest.mark.parametrize('scan_layers', [False, True])
+def test_hf_safetensors_mismatches_are_listed_in_one_error(tmp_path,
+                                                            scan_layers):
+  """A wrong shape, a missing and an extra tensor: one error names all."""
+  # pylint: disable=g-import-not-at-top
+  import safetensors.numpy
+  from flax import nnx
+  from mimuon_optax.models import qwen3
+
+  model = qwen3.Qwen3ForCausalLM(qwen3.Qwen3Config.tiny(), rngs=nnx.Rngs(0))
+  qwen3.save_hf_checkpoint(model, tmp_path)
+  file = tmp_path / 'model.safetensors'
+  tensors = safetensors.numpy.load_file(file)
+  wrong, missing = ('model.layers.0.self_attn.k_proj.weight',
+                    'model.layers.1.mlp.up_proj.weight')
+  expected = {'wrong': tensors[wrong].shape, 'missing': tensors[missing].shape}
+  tensors[wrong] = np.zeros((3, 5), np.float32)
+  del tensors[missing]
+  tensors['model.layers.0.mlp.extra.weight'] = np.zeros((7, 2), np.float32)
+  safetensors.numpy.save_file(tensors, file, metadata={'format': 'pt'})
+  with pytest.raises(ValueError) as error:
+    qwen3.load_hf_checkpoint(tmp_path, scan_layers=scan_layers)
+  message = str(error.value)
+  assert str(tmp_path) in message and '(3 problems)' in message, message
+  assert (f"wrong shape for '{wrong}': expected {expected['wrong']}, got"
+          ' (3, 5)') in message, message
+  assert f"missing tensor '{missing}' {expected['missing']}" in message
+  assert "unexpected tensor 'model.layers.0.mlp.extra.weight' (7, 2)" in (
+      message)
+
+
 def case_train(out: str) -> None:
   """Trains STEPS steps, saving after each, resuming from the latest save."""
   # pylint: disable=g-import-not-at-top
