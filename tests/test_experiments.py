@@ -21,6 +21,7 @@ from experiments import spectra  # noqa: E402
 from experiments import spectra_analysis  # noqa: E402
 from experiments import train_lm  # noqa: E402
 from experiments import train_vision  # noqa: E402
+from mimuon_optax import _gap  # noqa: E402
 from mimuon_optax import checkpoint  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -48,6 +49,8 @@ def without_timing(records):
 
 @pytest.mark.slow
 def test_resume_matches_uninterrupted_run_bit_for_bit(tmp_path, cache_dir):
+  # The runs' gate takes precision="auto", on one CPU device the host path.
+  assert _gap.resolve_precision("auto") == "host"
   straight = lm_config(tmp_path / "straight", cache_dir)
   train_lm.run(straight)
   interrupted = lm_config(tmp_path / "resumed", cache_dir, stop_at=3)
