@@ -190,6 +190,29 @@ def test_host_trains_like_float64_under_inject_hyperparams(
     np.testing.assert_array_equal(p_host[k], p_f64[k])
 
 
+def test_host_threads_spread_matrices_and_give_the_same_stats(
+    rng, monkeypatch):
+  """A pool of 3 threads == inline; one core is left to XLA (2 -> 1)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from mimuon_optax import _platform  # pylint: disable=import-outside-toplevel
+  stack = jnp.asarray(rng.standard_normal((7, 24, 40)), jnp.float32)
+  monkeypatch.setenv('MIMUON_HOST_THREADS', '1')
+  assert isinstance(_platform.host_executor(), _platform._Inline)  # pylint: disable=protected-access
+  inline = _stats('host', stack)
+  monkeypatch.setenv('MIMUON_HOST_THREADS', '3')
+  monkeypatch.setattr(_platform, '_HOST_EXECUTOR', None)
+  pooled = _stats('host', stack)
+  assert _platform.host_executor()._max_workers == 3  # pylint: disable=protected-access
+  for a, b in zip(inline, pooled):
+    np.testing.assert_array_equal(a, b)
+  monkeypatch.delenv('MIMUON_HOST_THREADS')
+  monkeypatch.setattr(_platform.os, 'sched_getaffinity', lambda _: {0, 1})
+  assert _platform.host_gate_workers() == 1
+  monkeypatch.setattr(_platform.os, 'sched_getaffinity',
+                      lambda _: set(range(96)))
+  assert _platform.host_gate_workers() == 32
+
+
 def test_auto_per_backend(monkeypatch):
   """auto: host on CPU and without float64; float64 under CPU GSPMD."""
   import jax  # pylint: disable=import-outside-toplevel
