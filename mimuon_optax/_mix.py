@@ -225,7 +225,8 @@ def mimuon_mix(
       u_BxMxN = view.to_matrices(u)
       if sgd_scale == 'rms_match':
         norm_B11 = jnp.linalg.norm(
-            u_BxMxN.astype(jnp.float32), axis=(-2, -1), keepdims=True)
+            u_BxMxN.astype(jnp.promote_types(u.dtype, jnp.float32)),
+            axis=(-2, -1), keepdims=True)
         target = jnp.sqrt(min(view.fan_in, view.fan_out))
         gamma = jnp.where(norm_B11 > 0, target / norm_B11, 0.0)
         u_BxMxN = (u_BxMxN * gamma).astype(u.dtype)
