@@ -95,3 +95,19 @@ def test_wheel_installs_and_runs_outside_the_checkout(dist, tmp_path):
   out = _run([python, script], cwd=tmp_path, env=env)
   assert "w1" in out, out  # The snippet printed the per-matrix decisions.
   assert importlib.metadata.version("mimuon_optax") == mimuon_optax.__version__
+
+
+def test_demo_setup_installs_no_torch():
+  """`make demo` installs the package with its experiments extra only."""
+  pyproject = (ROOT / "pyproject.toml").read_text()
+  lists = [re.search(rf"^{name} = \[(.*?)^\]", pyproject, re.S | re.M)
+           for name in ("dependencies", "experiments")]
+  requirements = re.findall(r'"([^"]+)"', "".join(m.group(1) for m in lists))
+  assert "jax>=0.6" in requirements and "matplotlib" in requirements
+  heavy = ("torch", "transformers", "pytest")
+  assert not [r for r in requirements if r.startswith(heavy)], requirements
+  makefile = (ROOT / "Makefile").read_text()
+  recipe = makefile.split("$(VENV)/.demo-installed:", 1)[1].split("\n\n", 1)[0]
+  installs = re.findall(r'pip install .*?(-e "[^"]+"|--target \S+)', recipe)
+  assert installs == ['-e ".[experiments]"', "--target $(DATA)"], installs
+  assert re.search(r"^demo: setup-demo$", makefile, re.M)
