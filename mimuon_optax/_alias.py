@@ -229,8 +229,9 @@ def muon(
   The signature is ``optax.contrib.muon``'s (0.2.8): every call written for
   it (positional or keyword) is accepted with the same meaning; our options
   follow, keyword-only. Defaults differ only for ``ns_coeffs``
-  (``"polar_express"``) and ``ns_dtype`` (bfloat16); see the README section
-  "Drop-in for optax.contrib.muon" for these and the remaining differences.
+  (``"polar_express"``) and ``ns_dtype`` (bfloat16); see the page "Drop-in
+  for optax.contrib.muon" (``docs/dropin.md``) for these and the remaining
+  differences.
 
   Args:
     learning_rate: scalar or schedule for the matrix leaves.

@@ -380,9 +380,9 @@ def scale_by_newton_schulz(
   that push every singular value towards 1, giving :math:`\approx U V^H`
   without an SVD (:math:`X^H` is the transpose for real matrices). The
   accuracy band of the output singular values depends on the schedule and
-  on the input's conditioning (see the README table). Gram Newton-Schulz
-  (``ns_method``) computes the same polynomial with k x k products only,
-  where k is the short side:
+  on the input's conditioning (``docs/gate.md``, Newton-Schulz). Gram
+  Newton-Schulz (``ns_method``) computes the same polynomial with k x k
+  products only, where k is the short side:
 
   .. math::
     R_0 = X X^H,\; h_t = a_t I + b_t R_t + c_t R_t^2,\;
@@ -450,14 +450,15 @@ def scale_by_newton_schulz(
   context = _context.resolve(
       context, weight_dimension_numbers=weight_dimension_numbers,
       batch_same_shapes=batch_same_shapes, mesh=mesh, mesh_axes=mesh_axes)
-  ns = functools.partial(
+  ns: Callable[[jax.Array], jax.Array] = functools.partial(
       newton_schulz, schedule=schedule, ns_dtype=ns_dtype, eps=eps,
       preconditioning=preconditioning, ns_method=ns_method,
       gram_restarts=gram_restarts)
   if preconditioning == 'spectral' and _platform.serial_lapack(context.mesh):
     ns = _platform.one_matrix_at_a_time(ns)  # its eigensolve is LAPACK
   if adaptive:
-    ns = lambda x, ns=ns: _dual_norm_scaled(x, ns(x))
+    orthogonalize = ns
+    ns = lambda x: _dual_norm_scaled(x, orthogonalize(x))
 
   def update_fn(updates, state, params=None):
     views = context.views(updates)
