@@ -195,3 +195,35 @@ def test_spectral_under_jit_with_cpu_devices(rng):
     np.testing.assert_allclose(
         got[i], ns_reference(np.asarray(x[i]), mo.ns_schedule(), 'spectral'),
         atol=3e-3)
+
+
+def _complex_with_singular_values(rng, m, n, s):
+  """U diag(s) V^H with Haar-like complex U, V (QR of complex Gaussians)."""
+  q = lambda k: np.linalg.qr(rng.standard_normal((k, k))
+                             + 1j * rng.standard_normal((k, k)))[0]
+  sigma = np.zeros((m, n))
+  sigma[:len(s), :len(s)] = np.diag(s)
+  return q(m) @ sigma @ q(n).conj().T
+
+
+@pytest.mark.parametrize('s,orthogonalized', [
+    ([3.0, 2.0, 2.0, 1.0], False),  # repeated: kappa = 0 -> SGD step
+    ([3.0, 2.0, 1.0, 0.5], True),   # kappa = 0.5 >= tau -> U V^H
+])
+def test_mimuon_gate_on_a_complex_matrix(rng, s, orthogonalized):
+  """mimuon's gate reads the complex singular values (not the real part's).
+
+  The real part of U diag(s) V^H has other, distinct singular values, so a
+  gate that dropped the imaginary part would orthogonalize both.
+  """
+  x = _complex_with_singular_values(rng, 4, 6, s)
+  params = {'w': jnp.zeros((4, 6), jnp.complex64)}
+  tx = mo.mimuon(0.1, tau=0.1, tau_mode='absolute', nesterov=False,
+                 beta=0.0, ns_dtype='float32', ns_steps=8)
+  u, state = tx.update({'w': jnp.asarray(x, jnp.complex64)},
+                       tx.init(params), params)
+  assert bool(mo.mix_diagnostics(state).orthogonalized['w']) == orthogonalized
+  out = -np.asarray(u['w'], np.complex128) / (0.1 * 1.5**0.5)
+  uu, _, vh = np.linalg.svd(x, full_matrices=False)
+  want = uu @ vh if orthogonalized else x
+  np.testing.assert_allclose(out, want, atol=0.05 if orthogonalized else 1e-5)
