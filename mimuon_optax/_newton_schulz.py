@@ -444,6 +444,10 @@ def scale_by_newton_schulz(
     >>> o, _ = tx.update(g, tx.init(g))
     >>> bool(jnp.all(jnp.abs(jnp.linalg.svd(o)[1] - 1) < 0.3))
     True
+    >>> gram = mimuon_optax.scale_by_newton_schulz(
+    ...     ns_dtype="float32", ns_method="gram")  # same map, k x k products
+    >>> bool(jnp.allclose(gram.update(g, None)[0], o, atol=1e-4))
+    True
   """
   schedule = ns_schedule(ns_coeffs, ns_steps)
   check_options(preconditioning, ns_method, gram_restarts)
