@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import mimuon_optax as mo
+from mimuon_optax import _newton_schulz
 from conftest import matrix_with_singular_values
 from test_newton_schulz import composed_polynomial
 from test_preconditioning import PRECONDITIONINGS
@@ -105,62 +106,58 @@ def test_gram_equals_standard_for_every_preconditioning(rng, preconditioning):
     np.testing.assert_allclose(a, b, atol=2e-4)
 
 
-def test_float32_without_restart_leaves_the_band():
-  """Measured: with no restart, float32 drifts out of the band by > 5e-3.
+RESTARTS = [(), (1,), (2,), (3,), (2, 4), (2, 4, 6)]
 
-  (0.011 for polar_express/5 and 0.044 for polar_express/8 on 128 x 384;
-  here on the smaller cases.) The default restart (before step 2) keeps it
-  within 3e-3 (above). This is why the restart is on in float32 too.
+
+def restart_table():
+  """Worst band excess over SHAPES x KINDS per (schedule, dtype, restarts).
+
+  Run ``python -m pytest -s tests/test_gram_ns.py -k restart`` to print it
+  (docs/dropin.md and benchmarks/RESULTS.md quote it).
   """
-  worst = 0.0
-  for name, steps in [('polar_express', 5), ('polar_express', 8)]:
+  table = {}
+  for name, steps in [('polar_express', 5), ('jordan', 5),
+                      ('polar_express', 8)]:
     schedule = mo.ns_schedule(name, steps)
-    for shape in SHAPES:
-      for _, x, s in cases(shape):
-        out = run(x, schedule, ns_dtype='float32', ns_method='gram',
-                  gram_restarts=())
-        worst = max(worst, band_excess(schedule, x, s, out))
-  assert 5e-3 < worst < 0.1, worst
+    for dtype in ('float32', 'bfloat16'):
+      for restarts in [None] + RESTARTS:
+        if restarts and max(restarts) >= steps:
+          continue
+        method = 'standard' if restarts is None else 'gram'
+        table[name, steps, dtype, restarts] = max(
+            band_excess(schedule, x, s, run(
+                x, schedule, ns_dtype=dtype, ns_method=method,
+                gram_restarts=restarts))
+            for shape in SHAPES for _, x, s in cases(shape))
+  return table
 
 
-@pytest.mark.parametrize('name,steps', SCHEDULES[:4])
-def test_bfloat16_band_matches_standard(name, steps):
-  """bfloat16, default restarts (2, 4, ...): in the band as standard NS is.
+def test_where_the_restart_is_needed():
+  """Measured: float32 needs one restart, bfloat16 two.
 
-  Both leave the exact band by bfloat16 rounding: Gram's excess is at most
-  0.15 (the standard iteration's bfloat16 tolerance, test_float32_is_
-  tighter_than_bfloat16) or the standard iteration's own excess on the same
-  input, whichever is larger (spiked 32 x 32: Gram 0.27, standard 0.43;
-  the 1e-3 singular values drown in the Gram's bfloat16 rounding). cans is
-  left out: in bfloat16 it leaves the band on spiked and rank-deficient
-  inputs with either method (its first step's slope, 8.5, amplifies
-  rounding; measured excess > 10 for standard NS).
+  float32 without a restart drifts out of the band by more than the 3e-3
+  tolerance; one restart (before step 2, the float32 default) brings it
+  back. In bfloat16 one restart is not enough: the Gram's rounding (~4e-3
+  of its norm) makes its smallest eigenvalues slightly negative, each step
+  multiplies such an eigenvalue by about a^2 (66 in polar_express's first
+  step), and rank-deficient and spiked inputs blow up; restarts before
+  steps 2 and 4 (the bfloat16 default) stay within 0.15 or the standard
+  iteration's own bfloat16 excess on these inputs, whichever is larger.
   """
-  schedule = mo.ns_schedule(name, steps)
-  for shape in SHAPES:
-    for kind, x, s in cases(shape):
-      gram = band_excess(schedule, x, s, run(
-          x, schedule, ns_dtype='bfloat16', ns_method='gram'))
-      standard = band_excess(schedule, x, s, run(
-          x, schedule, ns_dtype='bfloat16', ns_method='standard'))
-      assert gram <= max(0.15, standard), (shape, kind, gram, standard)
-
-
-def test_bfloat16_needs_a_second_restart():
-  """Measured: one restart (before step 2) is not enough in bfloat16.
-
-  The Gram's rounding (~4e-3 of its norm) makes its smallest eigenvalues
-  slightly negative; each step multiplies such an eigenvalue by about a^2
-  (66 in polar_express's first step), so rank-deficient and spiked inputs
-  blow up (excess > 1; 1.35 measured on 128 x 384). Restarts before steps 2
-  and 4 (the bfloat16 default) stay in the band (above).
-  """
-  schedule = mo.ns_schedule('polar_express', 5)
-  worst = max(
-      band_excess(schedule, x, s, run(x, schedule, ns_dtype='bfloat16',
-                                      ns_method='gram', gram_restarts=(2,)))
-      for shape in SHAPES for _, x, s in cases(shape))
-  assert worst > 0.5, worst
+  table = restart_table()
+  print()
+  for (name, steps, dtype, restarts), excess in table.items():
+    label = 'standard' if restarts is None else f'gram, restarts {restarts}'
+    print(f'{name}/{steps} {dtype} {label}: band excess {excess:.3g}')
+  for name, steps in [('polar_express', 5), ('polar_express', 8)]:
+    assert table[name, steps, 'float32', ()] > 3e-3
+    assert table[name, steps, 'float32', (2,)] < 3e-3
+    assert table[name, steps, 'bfloat16', (2,)] > 0.5
+  for name, steps in [('polar_express', 5), ('jordan', 5),
+                      ('polar_express', 8)]:
+    default = _newton_schulz.default_gram_restarts(steps, jnp.bfloat16)
+    assert table[name, steps, 'bfloat16', default] <= max(
+        0.15, table[name, steps, 'bfloat16', None])
 
 
 def test_auto_picks_gram_by_aspect_ratio(rng):
