@@ -184,7 +184,7 @@ def _precondition(x_BxKxN: jax.Array, preconditioning: str, scale: float,
   gram = mm(x_BxKxN, _ct(x_BxKxN))
   if preconditioning == 'aol':
     # Row scaling D^{-1/2} with D_ii = sum_j |(X X^H)_ij|: every singular
-    # value of D^{-1/2} X is <= 1 (Gershgorin on D^{-1/2} X X^H D^{-1/2}).
+    # value of D^{-1/2} X is <= 1 (Schur test; Prach & Lampert 2022, AOL).
     row_BxKx1 = jnp.sqrt(jnp.sum(jnp.abs(gram), axis=-1, keepdims=True))
     inv_BxKx1 = 1.0 / (row_BxKx1 * scale + eps)
     return (x_BxKxN * inv_BxKx1,

@@ -73,7 +73,7 @@ def test_scaling_is_the_definition(rng, preconditioning, shape, complex_):
 
 @pytest.mark.parametrize('preconditioning', PRECONDITIONINGS)
 def test_every_scaling_bounds_the_singular_values_by_one(rng, preconditioning):
-  """s_max <= 1 after each scaling (AOL: by Gershgorin), float64."""
+  """s_max <= 1 after each scaling (AOL: by the Schur test), float64."""
   for cond in (1.0, 1e3):
     s = np.geomspace(1.0, 1.0 / cond, 32)
     x = matrix_with_singular_values(rng, 32, 96, s)
