@@ -205,6 +205,7 @@ def test_short_names():
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_scripts_run_as_modules_with_help(script):
+  # --help: 2-3 s on a busy 2-core CPU; the limit catches a hang only.
   result = subprocess.run(
       [sys.executable, "-m", f"experiments.{script}", "--help"],
       capture_output=True, text=True, timeout=120, cwd=REPO)
