@@ -29,8 +29,8 @@ from mimuon_optax import checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 8
-# A run of this file's `train` case: 9-12 s on an idle 2-core CPU (start,
-# compile, 8 steps and saves); 10x margin, so the limit catches a hang only.
+# A run of this file's `train` case: 11 s on a busy 2-core CPU (load 5;
+# start, compile, 8 steps and saves); 10x margin: it catches a hang only.
 RUN_TIMEOUT = 120
 # The save to kill, at a random moment drawn from SEED.
 KILL_STEP = 5
