@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple, Sequence
+import threading
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -303,31 +304,41 @@ def _host_singular_values(w_MxN: np.ndarray) -> np.ndarray:
   return np.sqrt(np.maximum(np.sort(eig), 0.0))
 
 
-def _host_spectra(x_BxMxN: np.ndarray):
-  """(scaled float32 matrices, exponents, ascending float64 values (B, k)).
+# Seconds a result may take on the host before the step raises instead of
+# waiting on: far above any real spectrum (a 8192 x 24576 float64 Gram and
+# eigensolve take ~1 min on one core).
+HOST_TIMEOUT_S = 900.0
 
-  Runs on the host, inside the callback: the matrices arrive in their own
+
+def _host_submit(stacks, rank_tol) -> Callable[[], list[GapStats]]:
+  """Starts every matrix's spectrum on the host pool; returns a collector.
+
+  Runs on the host, inside a callback: the matrices arrive in their own
   dtype (``mu_dtype``) and are scaled exactly as on the device
-  (:func:`_wide`); the matrices of the stack are spread over the host's
-  cores (:func:`_platform.host_executor`).
+  (:func:`_wide`, which copies them, so the device buffers may go); each
+  matrix is one job on :func:`_platform.host_executor`'s threads. The
+  collector waits for the jobs (at most ``HOST_TIMEOUT_S`` each) and returns
+  numpy GapStats per stack.
   """
-  w, exponent_B = _wide(np.asarray(x_BxMxN), np)
-  if w.shape[0] == 0:
-    return w, exponent_B, np.zeros((0, w.shape[1]))
-  rows = _platform.host_executor().map(_host_singular_values, list(w))
-  return w, exponent_B, np.stack(list(rows))
+  pool = _platform.host_executor()
+  jobs = []
+  for x in stacks:
+    w, exponent_B = _wide(np.asarray(x), np)
+    jobs.append((x, w, exponent_B,
+                 [pool.submit(_host_singular_values, row) for row in w]))
 
+  def collect() -> list[GapStats]:
+    out = []
+    with np.errstate(divide='ignore', invalid='ignore'):
+      for x, w, exponent_B, futures in jobs:
+        s_BxK = np.stack([f.result(timeout=HOST_TIMEOUT_S) for f in futures]
+                         ) if futures else np.zeros(w.shape[:2])
+        fro_B = np.linalg.norm(w, axis=(-2, -1))
+        factors = _factors([x], rank_tol, 'host')
+        out.append(_finish(s_BxK, fro_B, exponent_B, factors, np))
+    return out
 
-def _host_stats_callback(rank_tol, *stacks) -> list[GapStats]:
-  """numpy GapStats per stack: the host end of :func:`_host_stats`."""
-  out = []
-  with np.errstate(divide='ignore', invalid='ignore'):
-    for x in stacks:
-      w, exponent_B, s_BxK = _host_spectra(x)
-      fro_B = np.linalg.norm(w, axis=(-2, -1)) if w.size else np.zeros(0)
-      factors = _factors([x], rank_tol, 'host')
-      out.append(_finish(s_BxK, fro_B, exponent_B, factors, np))
-  return out
+  return collect
 
 
 def _stats_shapes(stacks) -> list[GapStats]:
@@ -345,8 +356,59 @@ def _host_stats(stacks, rank_tol) -> list[GapStats]:
   host surfaces as a Python error from the jitted call.
   """
   return jax.pure_callback(
-      functools.partial(_host_stats_callback, rank_tol),
-      _stats_shapes(stacks), *stacks, vmap_method='sequential')
+      lambda *xs: _host_submit(xs, rank_tol)(), _stats_shapes(stacks),
+      *stacks, vmap_method='sequential')
+
+
+class _Pending:
+  """Host jobs started by one callback and collected by a later one."""
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._next = 0
+    self._jobs: dict[int, Callable[[], list[GapStats]]] = {}
+
+  def start(self, rank_tol, *stacks) -> np.ndarray:
+    collect = _host_submit(stacks, rank_tol)
+    with self._lock:
+      self._next = self._next % (2**31 - 1) + 1
+      self._jobs[self._next] = collect
+      return np.int32(self._next)
+
+  def finish(self, ticket, dependency) -> list[GapStats]:
+    del dependency  # Only orders this callback after the device work.
+    with self._lock:
+      collect = self._jobs.pop(int(ticket))
+    return collect()
+
+
+_PENDING = _Pending()
+
+
+def start_host_gaps(
+    stacks: Sequence[jax.Array], *, rank_tol: float | None = None,
+) -> tuple[jax.Array, Callable[[jax.Array], list[GapStats]]]:
+  """``precision="host"`` in two halves, so device work can run in between.
+
+  Returns ``(ticket, finish)``: the callback behind ``ticket`` hands the
+  matrices to the host's threads and returns at once; ``finish(dependency)``
+  collects the statistics (one :class:`GapStats` per stack, as
+  :func:`spectral_gaps`) in a second callback, which XLA runs only once
+  ``dependency`` (e.g. a scalar of the Newton-Schulz output) is computed.
+  Make the device work consume ``ticket`` first (``lax.optimization_barrier``)
+  so that it starts after the host jobs: XLA runs a blocking callback and
+  the device ops one after the other, so the single-callback path cannot
+  overlap them. Same numbers as the single callback, bit for bit.
+  """
+  ticket = jax.pure_callback(
+      functools.partial(_PENDING.start, rank_tol),
+      jax.ShapeDtypeStruct((), jnp.int32), *stacks, vmap_method='sequential')
+
+  def finish(dependency: jax.Array) -> list[GapStats]:
+    return jax.pure_callback(_PENDING.finish, _stats_shapes(stacks), ticket,
+                             dependency, vmap_method='sequential')
+
+  return ticket, finish
 
 
 def singular_values(x_BxMxN: jax.Array, *, precision: str = 'auto'
@@ -358,7 +420,9 @@ def singular_values(x_BxMxN: jax.Array, *, precision: str = 'auto'
   precision = resolve_precision(precision)
   if precision == 'host':
     def host(x):
-      _, exponent_B, s_BxK = _host_spectra(x)
+      w, exponent_B = _wide(np.asarray(x), np)
+      s_BxK = np.stack(list(_platform.host_executor().map(
+          _host_singular_values, w)))
       return np.ldexp(s_BxK, exponent_B[:, None]).astype(np.float32)
     k = min(x_BxMxN.shape[-2:])
     return jax.pure_callback(

@@ -172,22 +172,34 @@ def mimuon_mix(
 
   floor = _tau_floor(tau_mode)
 
-  def measure_stacks(stacks):
-    stats = _gap.spectral_gaps(stacks, rank_tol=rank_tol, precision=precision,
-                               context=context)
+  def as_values(stats):
     return [(st.min_gap, st.rel_gap, st.rho, floor(st)) for st in stats]
 
-  def measure(views, updates, state, staggered):
-    """(min_gap, rel_gap, rho, tau_floor) trees, one value per matrix."""
-    previous = (state.min_gap, state.rel_gap, state.rho, state.tau_floor)
+  def measure_stacks(stacks):
+    return as_values(_gap.spectral_gaps(
+        stacks, rank_tol=rank_tol, precision=precision, context=context))
+
+  def matrix_stacks(views, updates):
+    """The (B, M, N) stack of every matrix leaf, in leaf order."""
     views_flat, treedef = jax.tree.flatten(views, is_leaf=lambda x: x is None)
     leaves = treedef.flatten_up_to(updates)
+    idx = [i for i, v in enumerate(views_flat) if v is not None]
+    return [views_flat[i].to_matrices(leaves[i]) for i in idx]
+
+  def measure(views, updates, state, staggered, fresh=None):
+    """(min_gap, rel_gap, rho, tau_floor) trees, one value per matrix.
+
+    ``fresh``: the per-stack values when already measured (the overlapped
+    host path); otherwise measured here.
+    """
+    previous = (state.min_gap, state.rel_gap, state.rho, state.tau_floor)
+    views_flat, treedef = jax.tree.flatten(views, is_leaf=lambda x: x is None)
     old = [treedef.flatten_up_to(tree) for tree in previous]
     idx = [i for i, v in enumerate(views_flat) if v is not None]
-    stacks = [views_flat[i].to_matrices(leaves[i]) for i in idx]
-    if not staggered:
+    stacks = matrix_stacks(views, updates)
+    if fresh is None and not staggered:
       fresh = measure_stacks(stacks)
-    else:  # 1/gap_every of the matrices per step.
+    elif fresh is None:  # 1/gap_every of the matrices per step.
       fresh = _matrix.run_staggered(
           measure_stacks, stacks,
           [tuple(o[i].reshape(-1) for o in old) for i in idx], state.count,
@@ -197,22 +209,47 @@ def mimuon_mix(
         old[field][i] = views_flat[i].per_matrix(value)
     return tuple(treedef.unflatten(o) for o in old)
 
+  # The host gate measures while the device runs Newton-Schulz (both need
+  # only the momentum) where it can: every matrix measured every step, no
+  # mesh. Elsewhere (mesh=, gap_every > 1 or injected) it measures in one
+  # callback, after Newton-Schulz.
+  overlap = (isinstance(gap_every, int) and gap_every == 1
+             and context.mesh is None
+             and _gap.resolve_precision(precision, None) == 'host')
+
+  def orthogonalize_and_measure(views, updates, state, params):
+    stacks = matrix_stacks(views, updates)
+    if not overlap or not stacks:
+      orth, inner_state = orthogonalizer.update(
+          updates, state.inner_state, params)
+      if isinstance(gap_every, int):
+        return orth, inner_state, measure(views, updates, state,
+                                          staggered=gap_every > 1)
+      # Injected (traced): everything on steps 0, k, 2k, ...
+      return orth, inner_state, jax.lax.cond(
+          state.count % gap_every == 0,
+          lambda: measure(views, updates, state, staggered=False),
+          lambda: (state.min_gap, state.rel_gap, state.rho, state.tau_floor))
+    ticket, finish = _gap.start_host_gaps(stacks, rank_tol=rank_tol)
+    # Newton-Schulz starts once the host jobs are handed out ...
+    ticket, ns_input = jax.lax.optimization_barrier((ticket, updates))
+    orth, inner_state = orthogonalizer.update(
+        ns_input, state.inner_state, params)
+    # ... and the statistics are collected once all of it is done.
+    done = sum(jnp.real(x.reshape(-1)[0]).astype(jnp.float32)
+               for x in matrix_stacks(views, orth))
+    fresh = as_values(finish(done))
+    return orth, inner_state, measure(views, updates, state, staggered=False,
+                                      fresh=fresh)
+
   def update_fn(updates, state, params=None):
     views = context.views(updates)
     if tau_mode == 'relative':
       _warn_below_resolution(tau, views, precision)
     _warn_float32_spectrum(views, precision)
     updates = context.like_params(views, updates, params)
-    orth, inner_state = orthogonalizer.update(
-        updates, state.inner_state, params)
-
-    if isinstance(gap_every, int):
-      measured = measure(views, updates, state, staggered=gap_every > 1)
-    else:  # Injected (traced): everything on steps 0, k, 2k, ...
-      measured = jax.lax.cond(
-          state.count % gap_every == 0,
-          lambda: measure(views, updates, state, staggered=False),
-          lambda: (state.min_gap, state.rel_gap, state.rho, state.tau_floor))
+    orth, inner_state, measured = orthogonalize_and_measure(
+        views, updates, state, params)
     min_gap, rel_gap, rho, tau_floor = measured
     metric = {'absolute': min_gap, 'relative': rel_gap, 'spacing': rho}[
         tau_mode]

@@ -141,23 +141,22 @@ def host_gate_workers() -> int:
   return max(1, min(32, cores - 1))
 
 
-def host_executor() -> concurrent.futures.Executor:
-  """The host gate's thread pool (created once per process, threads daemon).
+def _forget_executor() -> None:
+  global _HOST_EXECUTOR
+  _HOST_EXECUTOR = None  # A forked child has none of the parent's threads.
 
-  A pool of one runs the work inline in the callback's thread instead.
+
+os.register_at_fork(after_in_child=_forget_executor)
+
+
+def host_executor() -> concurrent.futures.Executor:
+  """The host gate's thread pool, created once per process.
+
+  Its threads are separate from XLA's, so a callback may wait on them (the
+  overlapped gate, ``_gap.start_host_gaps``) without blocking device work.
   """
   global _HOST_EXECUTOR
-  if host_gate_workers() == 1:
-    return _Inline()
   if _HOST_EXECUTOR is None:
     _HOST_EXECUTOR = concurrent.futures.ThreadPoolExecutor(
         host_gate_workers(), thread_name_prefix='mimuon-host-gate')
   return _HOST_EXECUTOR
-
-
-class _Inline(concurrent.futures.Executor):
-  """An executor that runs ``map`` in the calling thread."""
-
-  def map(self, fn, *iterables, timeout=None, chunksize=1):
-    del timeout, chunksize
-    return map(fn, *iterables)

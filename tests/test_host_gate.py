@@ -149,13 +149,14 @@ def test_an_error_on_the_host_surfaces_as_a_python_error(monkeypatch):
 
 
 @pytest.mark.parametrize('gap_every,static', [(1, True), (3, True),
-                                              (3, False)])
+                                              (1, False), (3, False)])
 def test_host_trains_like_float64_under_inject_hyperparams(
     rng, gap_every, static):
   """Same params, bit for bit, and the same decisions over 8 steps.
 
-  A static ``gap_every`` staggers the measurements; an injected (traced)
-  one measures under ``lax.cond``.
+  A static ``gap_every`` staggers the measurements (1: the overlapped
+  two-callback path); an injected (traced) one measures in one callback
+  under ``lax.cond``.
   """
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -192,13 +193,14 @@ def test_host_trains_like_float64_under_inject_hyperparams(
 
 def test_host_threads_spread_matrices_and_give_the_same_stats(
     rng, monkeypatch):
-  """A pool of 3 threads == inline; one core is left to XLA (2 -> 1)."""
+  """A pool of 3 threads == 1 thread; one core is left to XLA (2 -> 1)."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from mimuon_optax import _platform  # pylint: disable=import-outside-toplevel
   stack = jnp.asarray(rng.standard_normal((7, 24, 40)), jnp.float32)
   monkeypatch.setenv('MIMUON_HOST_THREADS', '1')
-  assert isinstance(_platform.host_executor(), _platform._Inline)  # pylint: disable=protected-access
+  monkeypatch.setattr(_platform, '_HOST_EXECUTOR', None)
   inline = _stats('host', stack)
+  assert _platform.host_executor()._max_workers == 1  # pylint: disable=protected-access
   monkeypatch.setenv('MIMUON_HOST_THREADS', '3')
   monkeypatch.setattr(_platform, '_HOST_EXECUTOR', None)
   pooled = _stats('host', stack)
@@ -211,6 +213,34 @@ def test_host_threads_spread_matrices_and_give_the_same_stats(
   monkeypatch.setattr(_platform.os, 'sched_getaffinity',
                       lambda _: set(range(96)))
   assert _platform.host_gate_workers() == 32
+
+
+def test_host_gate_overlaps_newton_schulz_in_two_callbacks():
+  """gap_every=1 without a mesh: start -> barrier -> NS -> finish.
+
+  The first callback's ticket passes an optimization barrier with the
+  momentum before Newton-Schulz, and the second takes a value computed from
+  Newton-Schulz's output, so XLA cannot run it first (which would serialize
+  the two again). Staggered and mesh runs keep one callback.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import mimuon_optax as mo  # pylint: disable=import-outside-toplevel
+  params = {'a': jnp.ones((8, 12)), 'b': jnp.ones((4, 6, 10)),
+            'bias': jnp.ones(3)}
+  dims = {'a': None, 'b': mo.MuonDimensionNumbers(1, 2), 'bias': None}
+
+  def jaxpr(**kw):
+    tx = mo.mimuon(0.01, precision='host', weight_dimension_numbers=dims,
+                   **kw)
+    return str(jax.make_jaxpr(tx.update)(params, tx.init(params), params))
+
+  text = jaxpr()
+  assert text.count('pure_callback') == 2
+  assert text.index('pure_callback') < text.index('optimization_barrier')
+  assert text.index('optimization_barrier') < text.rindex('dot_general')
+  assert text.rindex('dot_general') < text.rindex('pure_callback')
+  assert jaxpr(gap_every=2).count('pure_callback') == 1
 
 
 def test_auto_per_backend(monkeypatch):
