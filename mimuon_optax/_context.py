@@ -62,7 +62,7 @@ class MatrixContext:
 
     Computed once per tree structure, leaf shapes and dtypes (a jitted
     update traces once; eager calls reuse it). Raises ``ValueError`` naming
-    the parameter path of a leaf that is not a real matrix stack.
+    the parameter path of a leaf that is not a matrix stack.
     """
     leaves, treedef = jax.tree.flatten(tree, is_leaf=_matrix.is_passthrough)
     key = (treedef, tuple(
