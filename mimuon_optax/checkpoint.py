@@ -43,6 +43,9 @@ _TMP_MARK = '.orbax-checkpoint-tmp'  # an unfinished save: <step><mark>-<n>
 # Files every complete step of save_state has (Orbax's item metadata, the
 # OCDBT root manifest): a step without them cannot be read.
 _REQUIRED = ('default/_METADATA', 'default/manifest.ocdbt')
+# TensorStore's codes for array data it cannot read back as written (OCDBT
+# checksums its data: altered bytes are DATA_LOSS).
+_STORAGE_ERRORS = ('DATA_LOSS', 'OUT_OF_RANGE', 'NOT_FOUND')
 INSTALL_HINT = ('mimuon_optax.checkpoint needs Orbax: pip install'
                 ' orbax-checkpoint (or pip install "mimuon_optax[experiments]")')
 
@@ -124,8 +127,9 @@ def restore_state(path: str, abstract_tree: dict[str, Any],
   Raises:
     FileNotFoundError: if ``path`` holds no checkpoint.
     ValueError: naming the step's directory and what is wrong, if it is
-      incomplete or damaged (missing, truncated or altered files); the
-      previous step is never taken silently instead.
+      incomplete or damaged (missing, truncated or altered files; the
+      previous step is never taken silently instead), or if it does not
+      fit ``abstract_tree`` (shapes, tree structure).
     ImportError: if Orbax is not installed (also in :func:`save_state`).
   """
   ocp = _orbax()
@@ -139,13 +143,22 @@ def restore_state(path: str, abstract_tree: dict[str, Any],
       restored = manager.restore(
           int(step), args=ocp.args.StandardRestore(abstract_tree))
     except Exception as e:  # Orbax/TensorStore raise many types.
-      raise _damaged(step_dir, _first_line(e)) from e
+      raise _restore_error(step_dir, e) from e
   return int(step), restored['params'], restored['opt_state']
 
 
 def _first_line(error: Exception) -> str:
   text = str(error).strip().splitlines()
   return f'{type(error).__name__}: {text[0][:400] if text else ""}'
+
+
+def _restore_error(step_dir: str, error: Exception) -> ValueError:
+  """Damaged data (TensorStore's status codes) or a target that differs."""
+  if str(error).startswith(_STORAGE_ERRORS):
+    return _damaged(step_dir, _first_line(error))
+  return ValueError(
+      f'Checkpoint {step_dir!r} does not restore onto this target (another'
+      f' model or optimizer?): {_first_line(error)}')
 
 
 def _damaged(step_dir: str, what: str) -> ValueError:
@@ -197,6 +210,6 @@ def load_numpy(path: str, step: int | None = None) -> dict[str, Any]:
     tree = checkpointer.restore(item, jax.tree.map(
         lambda m: np.empty(m.shape, m.dtype), stored))
   except Exception as e:  # Orbax/TensorStore raise many types.
-    raise _damaged(step_dir, _first_line(e)) from e
+    raise _damaged(step_dir, _first_line(e)) from e  # no target to differ
   return {jax.tree_util.keystr(p): np.asarray(x)
           for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -169,6 +170,12 @@ def test_damaged_checkpoint_raises_naming_step_and_problem(tmp_path):
     assert checkpoint.restore_state(path, target, step=1)[0] == 1
     with pytest.raises(ValueError, match='incomplete or damaged'):
       checkpoint.load_numpy(path, step)
+  # An intact step that does not fit the target is not called damaged.
+  other = {**target, 'params': {**target['params'], 'w': jax.ShapeDtypeStruct(
+      (12, 8), target['params']['w'].dtype)}}
+  with pytest.raises(ValueError, match=r"good/2' does not restore onto this"
+                     r" target .*\(12, 8\)"):
+    checkpoint.restore_state(tmp_path / 'good', other)
 
 
 def test_directory_without_checkpoint_is_not_a_fresh_start(tmp_path):
