@@ -189,16 +189,27 @@ class Task:
   info: dict[str, Any]
 
 
-def lm_task(cfg: TauSweepConfig) -> Task:
+def lm_task(cfg: Any, train_size: int | None = None,
+            plays: tuple[Sequence[str], ...] | None = None) -> Task:
+  """The LM task; `train_size` trains on the first N tokens of the training
+  plays, `plays` = (train, val, test) replaces the by-play split (the
+  vocabulary, over the whole corpus, and the model do not change)."""
   tokenizer = data_text.get_tokenizer(cfg.tokenizer)
-  train_p, val_p, test_p = data_text.split_plays3(VAL_PLAYS, TEST_PLAYS)
+  train_p, val_p, test_p = plays or data_text.split_plays3(VAL_PLAYS,
+                                                           TEST_PLAYS)
   splits = [data_text.load_tokens(p, tokenizer) for p in (train_p, val_p,
                                                           test_p)]
   if cfg.tokenizer == "byte":
     vocab = tokenizer.vocab_size
-  else:
-    splits, vocab = data_text.compact_vocab(splits)
-  train, val, test = splits
+  else:  # over every work, so that any split gives the same model
+    corpus = data_text.load_tokens(data_text.list_plays(), tokenizer)
+    splits, vocab = data_text.compact_vocab([*splits, corpus])
+  train, val, test = splits[:3]
+  if train_size is not None:
+    if train_size > len(train):
+      raise ValueError(f"train_size {train_size} > the {len(train)} training"
+                       " tokens")
+    train = train[:train_size]
   model_cfg = train_lm.model_config(cfg.model_preset, vocab, False)
 
   def split(seed):
@@ -374,6 +385,26 @@ def run(cfg: TauSweepConfig, command: str = "") -> dict[str, Any]:
     print(f"calibrated taus {taus} (rho quantiles {CALIB_QUANTILES})",
           flush=True)
   arms = make_arms(cfg, taus)
+  runs, chosen = train_arms(cfg, task, arms)
+  wall = time.perf_counter() - t_start
+  rows = tau_sweep_report.summarize(cfg, arms, runs, chosen)
+  report = {"config": dataclasses.asdict(cfg), "task": task.info,
+            "calibration": calibration, "taus": list(taus), "chosen_lr": chosen,
+            "rows": rows, "runs": runs, "wall_s": wall, "env": reporting.env_info()}
+  tau_sweep_report.write_outputs(cfg, out, report, command)
+  return report
+
+
+def train_arms(cfg: Any, task: Task, arms: Sequence[Arm],
+               compiled: dict | None = None
+               ) -> tuple[list[dict], dict[str, float]]:
+  """Steps 3-4 of the protocol: (runs, {arm: lr kept on validation}).
+
+  `compiled` maps (arm name, lr) to `prepare`'s result; pass the same dict
+  to several calls whose tasks share the model (e.g. every N of a study) to
+  compile each step once.
+  """
+  compiled = {} if compiled is None else compiled
   runs: list[dict] = []
 
   def log(r):
@@ -390,10 +421,11 @@ def run(cfg: TauSweepConfig, command: str = "") -> dict[str, Any]:
       lrs = (chosen["muon"],)  # the paper's one eta: Muon's tuned lr
     else:
       lrs = grid(cfg, arm)
-    compiled = {}  # lr -> jitted step, reused by the other seeds
     for lr in lrs:
-      compiled[lr] = prepare(cfg, task, arm, lr, cfg.steps)
-      r = train_one(cfg, task, arm, lr, cfg.seeds[0], compiled[lr])
+      key = (arm.name, lr)  # jitted step, reused by the other seeds
+      if key not in compiled:
+        compiled[key] = prepare(cfg, task, arm, lr, cfg.steps)
+      r = train_one(cfg, task, arm, lr, cfg.seeds[0], compiled[key])
       r["role"] = "sweep"
       runs.append(r)
       sweep.append(r)
@@ -403,17 +435,12 @@ def run(cfg: TauSweepConfig, command: str = "") -> dict[str, Any]:
     chosen[arm.name] = best["lr"]
     best["role"] = "sweep+final"
     for seed in cfg.seeds[1:]:
-      r = train_one(cfg, task, arm, best["lr"], seed, compiled[best["lr"]])
+      r = train_one(cfg, task, arm, best["lr"], seed,
+                    compiled[(arm.name, best["lr"])])
       r["role"] = "final"
       runs.append(r)
       log(r)
-  wall = time.perf_counter() - t_start
-  rows = tau_sweep_report.summarize(cfg, arms, runs, chosen)
-  report = {"config": dataclasses.asdict(cfg), "task": task.info,
-            "calibration": calibration, "taus": list(taus), "chosen_lr": chosen,
-            "rows": rows, "runs": runs, "wall_s": wall, "env": reporting.env_info()}
-  tau_sweep_report.write_outputs(cfg, out, report, command)
-  return report
+  return runs, chosen
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

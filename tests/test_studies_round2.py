@@ -1,0 +1,121 @@
+"""Round two's LM studies (lm_small_data, lm_finetune) on tiny budgets.
+
+Each runs its real command line and checks what it reports against its own
+raw runs: one row per arm x N with every seed, the lr kept is the argmin of
+the validation loss, paired differences and slopes are recomputed from the
+runs, the files land in --out and nothing tracked changes.
+"""
+
+import json
+import math
+import pathlib
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from experiments import size_study
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tracked_outputs_written_since(t0):
+  """Tracked files named like a study's outputs, modified after `t0` (other
+  files may be edited by whoever shares the checkout)."""
+  names = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.split()
+  outputs = ("results.json", "results.csv", "results.md", "COMMAND.md")
+  return [n for n in names if (n.endswith(outputs) or n.endswith(".png"))
+          and (ROOT / n).exists() and (ROOT / n).stat().st_mtime >= t0]
+
+
+def check_size_study(report, sizes, seeds, arm_names):
+  runs, rows = report["runs"], report["rows"]
+  assert [(r["n"], r["arm"]) for r in rows] == [
+      (n, a) for n in sizes for a in arm_names]
+  for row in rows:
+    n, arm = row["n"], row["arm"]
+    sweep = [r for r in runs if r["n"] == n and r["arm"] == arm
+             and r["role"] != "final"]
+    assert row["lr"] == min(sweep, key=lambda r: r["val_loss"])["lr"]
+    finals = sorted((r for r in runs if r["n"] == n and r["arm"] == arm
+                     and r["role"] != "sweep"), key=lambda r: r["seed"])
+    assert [r["seed"] for r in finals] == list(seeds)
+    assert row["seeds"] == len(seeds)
+    test = [r["test_loss"] for r in finals]
+    np.testing.assert_allclose(row["test_loss_mean"], np.mean(test), rtol=1e-12)
+    np.testing.assert_allclose(row["test_loss_std"], np.std(test, ddof=1),
+                               rtol=1e-12)
+    for r in finals:
+      assert math.isclose(r["gap"], r["test_loss"] - r["train_loss"])
+    if arm == "muon":
+      continue
+    base = {r["seed"]: r for r in runs if r["n"] == n and r["arm"] == "muon"
+            and r["role"] != "sweep"}
+    for m in ("test_loss", "gap"):
+      diffs = np.array([r[m] - base[r["seed"]][m] for r in finals])
+      np.testing.assert_allclose(row[f"d_{m}_vs_muon_mean"], diffs.mean(),
+                                 rtol=1e-9, atol=1e-12)
+      np.testing.assert_allclose(row[f"d_{m}_vs_muon_std"],
+                                 diffs.std(ddof=1), rtol=1e-9, atol=1e-12)
+      assert row[f"d_{m}_vs_muon_significant"] == bool(
+          abs(diffs.mean()) > 2 * diffs.std(ddof=1) / math.sqrt(len(diffs)))
+    if arm.startswith("mimuon-"):  # without --sweep-gated: Muon's lr at this N
+      muon_row = next(r for r in rows if r["n"] == n and r["arm"] == "muon")
+      assert row["lr"] == muon_row["lr"]
+  for fit in report["fits"]:
+    sel = [r for r in rows if r["arm"] == fit["arm"]]
+    for m in ("test_loss", "gap"):
+      y = np.array([r[f"{m}_mean"] for r in sel])
+      if np.all(y > 0):
+        slope = np.polyfit(np.log([r["n"] for r in sel]), np.log(y), 1)[0]
+        np.testing.assert_allclose(fit[f"{m}_slope"], slope, rtol=1e-9)
+      else:
+        assert fit[f"{m}_slope"] is None
+
+
+def check_files(out, name, module):
+  for f in ("results.json", "results.csv", "results.md", f"{name}.png",
+            "COMMAND.md"):
+    assert (out / f).stat().st_size > 0, f
+  assert f"python -m experiments.{module} " in (out / "COMMAND.md").read_text()
+  saved = json.loads((out / "results.json").read_text())
+  assert saved["config"]["out"] == str(out)
+
+
+def test_loglog_slope_is_the_power():
+  n = np.array([1e3, 4e3, 1.6e4])
+  np.testing.assert_allclose(size_study.loglog_slope(n, 5 * n**-0.75), -0.75,
+                             rtol=1e-12)
+  assert size_study.loglog_slope(n, [1.0, -1.0, 2.0]) is None
+  assert size_study.loglog_slope([1e3], [1.0]) is None
+
+
+def test_taus_from_calibration_picks_the_fraction_quantiles():
+  cal = {"quantiles": [0.1, 0.5, 0.8], "taus": [0.26, 0.69, 1.06]}
+  assert size_study.taus_from_calibration(cal) == [0.26, 0.69]  # 0.9, 0.5
+  with pytest.raises(ValueError, match="fractions"):
+    size_study.taus_from_calibration(cal, (0.7,))
+
+
+@pytest.mark.slow
+def test_lm_small_data_tiny(tmp_path):
+  from experiments import lm_small_data
+  t0 = time.time()
+  out = tmp_path / "small"
+  report = lm_small_data.main([
+      "--model-preset", "micro", "--steps", "4", "--eval-every", "2",
+      "--warmup-steps", "1", "--calib-steps", "3", "--seeds", "0", "1",
+      "--grid-points", "2", "--seq-len", "16", "--batch-size", "2",
+      "--eval-batches", "1", "--sizes", "200", "800", "--out", str(out)])
+  cal = report["calibration"]  # fraction 0.9 / 0.5 = rho quantiles 0.1 / 0.5
+  assert report["taus"] == [cal["taus"][cal["quantiles"].index(0.1)],
+                            cal["taus"][cal["quantiles"].index(0.5)]]
+  arms = ["adamw", "muon"] + [f"mimuon-{t:.3g}-none" for t in report["taus"]]
+  check_size_study(report, [200, 800], (0, 1), arms)
+  # 2 lrs for adamw and muon, 1 (Muon's) for MiMuon, + seed 1 for each arm.
+  assert len(report["runs"]) == 2 * (2 + 2 + 1 + 1 + 4)
+  assert report["task"]["tokenizer"] == "qwen3"
+  check_files(out, "lm_small_data", "lm_small_data")
+  assert tracked_outputs_written_since(t0) == []
