@@ -119,3 +119,38 @@ def test_lm_small_data_tiny(tmp_path):
   assert report["task"]["tokenizer"] == "qwen3"
   check_files(out, "lm_small_data", "lm_small_data")
   assert tracked_outputs_written_since(t0) == []
+
+
+def test_finetune_domain_is_unseen_by_pretraining():
+  from experiments import lm_finetune
+  from experiments import tau_sweep
+  cfg = lm_finetune.LMFinetuneConfig()
+  plays = set(lm_finetune.pretrain_plays(cfg))
+  domain = {*cfg.ft_train_plays, *cfg.ft_val_plays, *cfg.ft_test_plays}
+  assert plays and not plays & (domain | set(lm_finetune.HISTORIES))
+  assert not plays & {*tau_sweep.VAL_PLAYS, *tau_sweep.TEST_PLAYS}
+  with pytest.raises(ValueError, match="disjoint"):
+    lm_finetune.LMFinetuneConfig(ft_val_plays=("henry_v",))
+
+
+@pytest.mark.slow
+def test_lm_finetune_tiny(tmp_path):
+  from experiments import lm_finetune
+  t0 = time.time()
+  out = tmp_path / "ft"
+  report = lm_finetune.main([
+      "--model-preset", "micro", "--pretrain-steps", "3", "--steps", "4",
+      "--eval-every", "2", "--warmup-steps", "1", "--taus", "0.2", "0.6",
+      "--seeds", "0", "1", "--grid-points", "1", "--seq-len", "16",
+      "--batch-size", "2", "--eval-batches", "1", "--sizes", "300", "900",
+      "--out", str(out)])
+  assert report["calibration"] is None and report["taus"] == [0.2, 0.6]
+  check_size_study(report, [300, 900], (0, 1),
+                   ["adamw", "muon", "mimuon-0.2-none", "mimuon-0.6-none"])
+  assert len(report["runs"]) == 2 * 4 * 2  # one lr per arm, 2 seeds
+  pre = report["pretraining"]
+  assert pre["steps"] == 3 and math.isfinite(pre["domain_test_loss"])
+  assert report["task"]["val_plays"] == ["richard_ii"]
+  assert report["task"]["test_plays"] == ["henry_v"]
+  check_files(out, "lm_finetune", "lm_finetune")
+  assert tracked_outputs_written_since(t0) == []
