@@ -163,22 +163,10 @@ def run(cfg: LMFinetuneConfig, command: str = "") -> dict[str, Any]:
     raise ValueError(f"--sizes: {max(cfg.sizes)} > the"
                      f" {full.info['train_tokens']} tokens of"
                      f" --ft-train-plays")
-  calibration = None
-  if cfg.taus is None:  # Muon's fine-tuning trajectory at the largest N
-    calibration = tau_sweep.calibrate(
-        scfg, finetune_task(scfg, domain, max(cfg.sizes), start))
-    taus = size_study.taus_from_calibration(calibration)
-    source = (f"{list(taus)}: the rho quantiles of orthogonalized fraction"
-              f" {list(size_study.GATED_FRACTIONS)} along Muon's fine-tuning"
-              f" trajectory at N = {max(cfg.sizes):,} (lr"
-              f" {calibration['lr']:g}, {calibration['steps']} steps,"
-              f" {calibration['samples']} samples)")
-  else:
-    taus, source = list(cfg.taus), f"{list(cfg.taus)} (given)"
-  print(f"MiMuon taus {source}", flush=True)
-  arms = size_study.make_arms(taus)
   tasks = {n: finetune_task(scfg, domain, n, start) for n in cfg.sizes}
-  runs, rows, chosen = size_study.train_sizes(scfg, tasks, arms)
+  results = size_study.study(
+      scfg, tasks[max(cfg.sizes)], tasks,
+      f"the fine-tuning text at N = {max(cfg.sizes):,}")
   report = {
       "config": dataclasses.asdict(cfg), "task": full.info,
       "pretraining": pretraining,
@@ -193,9 +181,7 @@ def run(cfg: LMFinetuneConfig, command: str = "") -> dict[str, Any]:
                   f" steps of {cfg.batch_size} x {cfg.seq_len} tokens at every"
                   f" N; validation {list(cfg.ft_val_plays)}, test"
                   f" {list(cfg.ft_test_plays)}."),
-      "calibration": calibration, "taus": list(taus), "taus_source": source,
-      "chosen_lr": {str(n): c for n, c in chosen.items()}, "rows": rows,
-      "fits": size_study.fit_slopes(rows), "runs": runs,
+      **results,
       "wall_s": time.perf_counter() - t0, "env": reporting.env_info()}
   size_study.write_outputs(
       out, "lm_finetune", "LM fine-tuning: loss vs fine-tuning tokens N",

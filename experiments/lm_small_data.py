@@ -91,21 +91,8 @@ def run(cfg: LMSmallDataConfig, command: str = "") -> dict[str, Any]:
   if max(cfg.sizes) > full.info["train_tokens"]:
     raise ValueError(f"--sizes: {max(cfg.sizes)} > the"
                      f" {full.info['train_tokens']} training tokens")
-  calibration = None
-  if cfg.taus is None:
-    calibration = tau_sweep.calibrate(scfg, full)
-    taus = size_study.taus_from_calibration(calibration)
-    source = (f"{list(taus)}: the rho quantiles of orthogonalized fraction"
-              f" {list(size_study.GATED_FRACTIONS)} along Muon's trajectory on"
-              f" the full training split (lr {calibration['lr']:g},"
-              f" {calibration['steps']} steps, {calibration['samples']}"
-              " samples)")
-  else:
-    taus, source = list(cfg.taus), f"{list(cfg.taus)} (given)"
-  print(f"MiMuon taus {source}", flush=True)
-  arms = size_study.make_arms(taus)
   tasks = {n: tau_sweep.lm_task(scfg, train_size=n) for n in cfg.sizes}
-  runs, rows, chosen = size_study.train_sizes(scfg, tasks, arms)
+  results = size_study.study(scfg, full, tasks, "the full training split")
   report = {
       "config": dataclasses.asdict(cfg), "task": full.info,
       "setting": (f"Tiny Qwen3 ({cfg.model_preset}), Qwen3 tokenizer, first N"
@@ -114,9 +101,7 @@ def run(cfg: LMSmallDataConfig, command: str = "") -> dict[str, Any]:
                   f" tokens at every N ({cfg.steps * cfg.batch_size * cfg.seq_len:,}"
                   " tokens seen); train loss on fixed windows of the N tokens,"
                   " validation and test on held-out plays."),
-      "calibration": calibration, "taus": list(taus), "taus_source": source,
-      "chosen_lr": {str(n): c for n, c in chosen.items()}, "rows": rows,
-      "fits": size_study.fit_slopes(rows), "runs": runs,
+      **results,
       "wall_s": time.perf_counter() - t0, "env": reporting.env_info()}
   size_study.write_outputs(
       out, "lm_small_data", "LM, small data: loss vs training tokens N",

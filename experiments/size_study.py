@@ -1,8 +1,7 @@
 """Arms x N x seeds on the LM: the shared part of lm_small_data and lm_finetune.
 
-  arms = size_study.make_arms(taus)                # adamw, muon, mimuon-<tau>
-  runs, rows = size_study.train_sizes(scfg, tasks, arms)   # {n: Task}
-  size_study.write_outputs(out, "lm_small_data", title, report, command, notes)
+  results = size_study.study(scfg, calib_task, tasks, "where")  # {n: Task}
+  size_study.write_outputs(out, "lm_small_data", title, report, command, seeds)
 
 For every N the lr of each arm is chosen on the validation split with the
 first seed (`tau_sweep.train_arms`), the other seeds train at it, and the
@@ -75,6 +74,31 @@ def train_sizes(scfg: tau_sweep.TauSweepConfig,
     rows += [{"n": n, **row} for row in tau_sweep_report.summarize(
         scfg, arms, runs_n, chosen[n])]
   return runs, rows, chosen
+
+
+def study(scfg: tau_sweep.TauSweepConfig, calib_task: tau_sweep.Task,
+          tasks: dict[int, tau_sweep.Task], trajectory: str
+          ) -> dict[str, Any]:
+  """The taus (`scfg.taus`, or calibrated on `calib_task`: Muon's trajectory
+  described by `trajectory`), then `train_sizes`; returns the report's
+  calibration, taus, taus_source, chosen_lr, rows, fits and runs."""
+  calibration = None
+  if scfg.taus is None:
+    calibration = tau_sweep.calibrate(scfg, calib_task)
+    taus = taus_from_calibration(calibration)
+    source = (f"{list(taus)}: the rho quantiles of orthogonalized fraction"
+              f" {list(GATED_FRACTIONS)} along Muon's trajectory on"
+              f" {trajectory} (lr {calibration['lr']:g},"
+              f" {calibration['steps']} steps, {calibration['samples']}"
+              " samples)")
+  else:
+    taus, source = list(scfg.taus), f"{list(scfg.taus)} (given)"
+  print(f"MiMuon taus {source}", flush=True)
+  runs, rows, chosen = train_sizes(scfg, tasks, make_arms(taus))
+  return {"calibration": calibration, "taus": list(taus),
+          "taus_source": source,
+          "chosen_lr": {str(n): c for n, c in chosen.items()}, "rows": rows,
+          "fits": fit_slopes(rows), "runs": runs}
 
 
 def loglog_slope(n: Sequence[float], y: Sequence[float]) -> float | None:
