@@ -10,6 +10,7 @@ import json
 import math
 import pathlib
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -154,3 +155,13 @@ def test_lm_finetune_tiny(tmp_path):
   assert report["task"]["test_plays"] == ["henry_v"]
   check_files(out, "lm_finetune", "lm_finetune")
   assert tracked_outputs_written_since(t0) == []
+
+
+@pytest.mark.parametrize("module", ["lm_small_data", "lm_finetune"])
+def test_runs_as_a_module_with_help(module):
+  # --help: ~3 s on a busy 2-core CPU; the limit catches a hang only.
+  result = subprocess.run(
+      [sys.executable, "-m", f"experiments.{module}", "--help"],
+      capture_output=True, text=True, timeout=120, cwd=ROOT)
+  assert result.returncode == 0, result.stderr
+  assert "--out" in result.stdout and "--sizes" in result.stdout
