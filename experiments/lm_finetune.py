@@ -112,8 +112,12 @@ def pretrain_plays(cfg: LMFinetuneConfig) -> tuple[str, ...]:
   """Round one's training plays minus the histories and the domain."""
   train, _, _ = data_text.split_plays3(tau_sweep.VAL_PLAYS,
                                        tau_sweep.TEST_PLAYS)
-  held = {*HISTORIES, *cfg.ft_train_plays, *cfg.ft_val_plays,
-          *cfg.ft_test_plays}
+  domain = {*cfg.ft_train_plays, *cfg.ft_val_plays, *cfg.ft_test_plays}
+  unknown = sorted(domain - set(data_text.list_plays()))
+  if unknown:
+    raise ValueError(f"--ft-*-plays: unknown plays {unknown}; known:"
+                     f" {data_text.list_plays()}")
+  held = {*HISTORIES, *domain}
   return tuple(p for p in train if p not in held)
 
 

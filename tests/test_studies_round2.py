@@ -132,6 +132,9 @@ def test_finetune_domain_is_unseen_by_pretraining():
   assert not plays & {*tau_sweep.VAL_PLAYS, *tau_sweep.TEST_PLAYS}
   with pytest.raises(ValueError, match="disjoint"):
     lm_finetune.LMFinetuneConfig(ft_val_plays=("henry_v",))
+  with pytest.raises(ValueError, match="unknown plays"):
+    lm_finetune.pretrain_plays(
+        lm_finetune.LMFinetuneConfig(ft_test_plays=("henry_xi",)))
 
 
 @pytest.mark.slow
