@@ -66,7 +66,7 @@ def test_demo_writes_only_under_runs(tmp_path):
 
 # Every experiment config with a float flag (tuple elements included).
 STUDIES = ('compare', 'gap_every', 'gen_gap', 'qwen3_0_6b', 'tau_sweep',
-           'train_lm', 'train_vision')
+           'train_lm', 'train_vision', 'lm_small_data', 'lm_finetune')
 
 
 def _float_fields():

@@ -27,7 +27,7 @@ from mimuon_optax import checkpoint  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = ("train_lm", "train_vision", "gen_gap", "spectra", "spectra_plots",
            "tau_sweep", "qwen3_0_6b", "gate_scaling",
-           "compare", "gap_every")
+           "compare", "gap_every", "lm_small_data", "lm_finetune")
 TIMING_KEYS = ("tokens_per_s", "examples_per_s", "wall_s")
 
 
