@@ -13,7 +13,9 @@ own process group. If one exits non-zero, or `--timeout` passes, or the
 launcher is interrupted, the others get SIGTERM, then SIGKILL after
 `--grace` seconds, and the launcher exits non-zero (the failed child's code,
 124 on timeout); it returns only when no child is left. On Linux a child
-also gets SIGKILL if the launcher itself is killed.
+also gets SIGKILL if the launcher itself is killed. With
+`PYTHONFAULTHANDLER=1` in the environment, a timeout first makes every
+child print its Python stacks (SIGABRT), to show where the run hung.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import resource
 import signal
 import socket
 import subprocess
@@ -55,7 +58,11 @@ def child_env(port: int, num_processes: int, process_id: int,
 
 
 def _die_with_parent() -> None:
-  """In the child (Linux): SIGKILL when the launcher dies, even by SIGKILL."""
+  """In the child (Linux): SIGKILL when the launcher dies, even by SIGKILL.
+
+  Also no core file: a SIGABRT from `dump_stacks` must not write one.
+  """
+  resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
   if sys.platform.startswith("linux"):
     import ctypes  # pylint: disable=g-import-not-at-top
     pr_set_pdeathsig = 1
@@ -69,16 +76,39 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     pass
 
 
-def stop_all(procs: Sequence[subprocess.Popen], grace: float) -> None:
-  """SIGTERM to every child's group, SIGKILL after `grace` s; reaps all."""
-  for proc in procs:
-    _signal_group(proc, signal.SIGTERM)
-  deadline = time.monotonic() + grace
+def dump_stacks(procs: Sequence[subprocess.Popen], wait: float = 3.0) -> None:
+  """Where a hang hangs: every live child prints its Python stacks, and dies.
+
+  Only with `PYTHONFAULTHANDLER` set (the children inherit it): SIGABRT
+  then makes each print the stack of every thread to its stderr. Without
+  it, a no-op (SIGABRT would only abort).
+  """
+  if not os.environ.get("PYTHONFAULTHANDLER"):
+    return
+  live = [p for p in procs if p.poll() is None]
+  for proc in live:
+    try:
+      os.kill(proc.pid, signal.SIGABRT)
+    except ProcessLookupError:
+      pass
+  _wait_all(live, wait)
+
+
+def _wait_all(procs: Sequence[subprocess.Popen], seconds: float) -> None:
+  """Waits up to `seconds` in all for the processes to exit."""
+  deadline = time.monotonic() + seconds
   for proc in procs:
     try:
       proc.wait(timeout=max(deadline - time.monotonic(), 0))
     except subprocess.TimeoutExpired:
       pass
+
+
+def stop_all(procs: Sequence[subprocess.Popen], grace: float) -> None:
+  """SIGTERM to every child's group, SIGKILL after `grace` s; reaps all."""
+  for proc in procs:
+    _signal_group(proc, signal.SIGTERM)
+  _wait_all(procs, grace)
   for proc in procs:
     _signal_group(proc, signal.SIGKILL)
     proc.wait()
@@ -118,6 +148,7 @@ def launch(args: Sequence[str], *, num_processes: int,
         return 0
       if time.monotonic() > deadline:
         _log(f"timeout after {timeout:g} s; stopping every process")
+        dump_stacks(procs)
         return TIMEOUT_EXIT
       time.sleep(POLL_S)
   except KeyboardInterrupt:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import resource
 import shutil
 import signal
 import subprocess
@@ -55,11 +56,36 @@ def shared(tmp_path_factory):
 
 
 def _env(shared, **extra):
+  # PYTHONFAULTHANDLER: a run stopped for a hang prints its stacks.
   return dict(
-      os.environ, JAX_PLATFORMS="cpu",
+      os.environ, JAX_PLATFORMS="cpu", PYTHONFAULTHANDLER="1",
       JAX_COMPILATION_CACHE_DIR=shared["jit_cache"],
       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **extra)
+
+
+def _run(cmd, timeout, env):
+  """subprocess.run; past `timeout` (a hang), fails with the stacks.
+
+  SIGABRT makes a process with PYTHONFAULTHANDLER print the stack of every
+  thread (no core file: RLIMIT_CORE is 0).
+  """
+  proc = subprocess.Popen(
+      cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True, preexec_fn=lambda: resource.setrlimit(
+          resource.RLIMIT_CORE, (0, 0)))
+  try:
+    stdout, stderr = proc.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    proc.send_signal(signal.SIGABRT)
+    try:
+      _, stderr = proc.communicate(timeout=30)
+    finally:
+      proc.kill()
+      proc.wait()
+    pytest.fail(f"no exit after {timeout} s (a hang); its stacks:\n"
+                f"{stderr[-8000:]}")
+  return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def _check(proc):
@@ -69,11 +95,11 @@ def _check(proc):
 def _one_process(shared, out, *args):
   """train_lm in one process with 8 simulated devices; wall seconds."""
   t0 = time.perf_counter()
-  proc = subprocess.run(
+  proc = _run(
       [sys.executable, "-m", "experiments.train_lm", *TRAIN_ARGS, "--out",
        str(out), "--cache-dir", shared["cache_dir"], *args],
-      cwd=ROOT, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT,
-      env=_env(shared, XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+      LAUNCH_TIMEOUT,
+      _env(shared, XLA_FLAGS="--xla_force_host_platform_device_count=8"))
   _check(proc)
   return time.perf_counter() - t0
 
@@ -86,11 +112,8 @@ def _launch_cmd(*args, timeout=LAUNCH_TIMEOUT):
 def _two_processes(shared, out, *args):
   """train_lm in 2 processes x 4 devices via the launcher; wall seconds."""
   t0 = time.perf_counter()
-  proc = subprocess.run(
-      _launch_cmd(*TRAIN_ARGS, "--out", str(out), "--cache-dir",
-                  shared["cache_dir"], *args),
-      cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT,
-      env=_env(shared))
+  proc = _run(_launch_cmd(*TRAIN_ARGS, "--out", str(out), "--cache-dir",
+                          shared["cache_dir"], *args), RUN_TIMEOUT, _env(shared))
   _check(proc)
   # Only process 0 prints the result lines.
   assert proc.stdout.count("results: ") == 1, proc.stdout
@@ -292,6 +315,24 @@ def test_launcher_timeout_kills_processes_that_ignore_sigterm(tmp_path):
   assert len(pids) == 2  # both ignored SIGTERM: SIGKILL ended them
   assert time.perf_counter() - t0 < 50
   assert _alive_in_groups(set(pids)) == [], "processes left behind"
+
+
+@pytest.mark.slow
+def test_launcher_timeout_prints_where_processes_hang(tmp_path):
+  # As above (children ready in 2 s, 6x within 12 s), with faulthandler on.
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.launch", "--num-processes", "2",
+       "--timeout", "12", "--grace", "2", "--module", "tests.test_multihost",
+       "--", "stubborn", str(tmp_path)], cwd=tmp_path, capture_output=True,
+      text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT),
+                                      PYTHONFAULTHANDLER="1"))
+  pids = [int(p.read_text()) for p in sorted(tmp_path.glob("ready_*"))]
+  assert proc.returncode == launch.TIMEOUT_EXIT, proc.stderr[-3000:]
+  assert len(pids) == 2
+  # Each child's Python stack, down to the line it waits on.
+  assert proc.stderr.count("in case_stubborn") == 2, proc.stderr[-3000:]
+  assert _alive_in_groups(set(pids)) == [], "processes left behind"
+  assert not list(tmp_path.glob("core*"))  # SIGABRT wrote no core file
 
 
 @pytest.mark.slow
