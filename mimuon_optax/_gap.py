@@ -49,7 +49,6 @@ from scipy.linalg import lapack as scipy_lapack
 
 from mimuon_optax import _context
 from mimuon_optax import _distributed
-from mimuon_optax import _matrix
 from mimuon_optax import _platform
 
 PRECISIONS = ('auto', 'float64', 'host', 'float32')
@@ -342,7 +341,8 @@ def _host_submit(stacks, rank_tol) -> Callable[[], list[GapStats]]:
 
 
 def _stats_shapes(stacks) -> list[GapStats]:
-  return [GapStats(*(jax.ShapeDtypeStruct(
+  # Shapes only (pure_callback's result_shape_dtypes), not arrays.
+  return [GapStats(*(jax.ShapeDtypeStruct(  # type: ignore[arg-type]
       x.shape[:1], jnp.int32 if f == 'rank' else jnp.float32)
       for f in GapStats._fields)) for x in stacks]
 
@@ -524,7 +524,7 @@ def spectral_gaps(
   precision = resolve_precision(precision, context.mesh)
   if not stacks:
     return []
-  eigvals_only = _eigvals_only
+  eigvals_only: Callable[[jax.Array], jax.Array] = _eigvals_only
   if precision != 'host' and _platform.serial_lapack(context.mesh):
     eigvals_only = _platform.one_matrix_at_a_time(_eigvals_only)
   # One padded call for all stacks (group=True joins equal shapes first).

@@ -194,12 +194,13 @@ def map_stacks(fn: Callable[[list[jax.Array]], list[Any]], views: Any,
   Passthrough positions keep ``tree``'s entry.
   """
   views_flat, treedef = jax.tree.flatten(views, is_leaf=lambda x: x is None)
-  leaves = treedef.flatten_up_to(tree)
+  # jaxlib ships no type stub for PyTreeDef.flatten_up_to.
+  leaves = treedef.flatten_up_to(tree)  # type: ignore[attr-defined]
   members = [i for i, view in enumerate(views_flat) if view is not None]
   outputs = fn([views_flat[i].to_matrices(leaves[i]) for i in members])
   for i, output in zip(members, outputs):
     leaves[i] = output
-  return treedef.unflatten(leaves)
+  return jax.tree.unflatten(treedef, leaves)
 
 
 def run_grouped(fn: Callable[[list[jax.Array]], list[Any]],
@@ -227,7 +228,7 @@ def run_grouped(fn: Callable[[list[jax.Array]], list[Any]],
   return outputs
 
 
-def same_shape(i: int, x: jax.Array) -> Any:
+def same_shape(i: int, x: jax.Array | jax.ShapeDtypeStruct) -> Any:
   """:func:`run_grouped` key: matrices of equal shape and dtype share a call."""
   del i
   return x.shape[1:] + (x.dtype,)
@@ -246,7 +247,8 @@ def pow2_exponent(x_BxMxN: jax.Array) -> jax.Array:
   return jnp.frexp(jnp.where(usable, max_B11, 0.5))[1]
 
 
-def _shape_groups(stacks: Sequence[jax.Array]) -> list[list[int]]:
+def _shape_groups(
+    stacks: Sequence[jax.Array | jax.ShapeDtypeStruct]) -> list[list[int]]:
   """Indices of stacks with equal matrix shape and dtype, in order."""
   groups: dict[Any, list[int]] = {}
   for i, x in enumerate(stacks):
@@ -304,7 +306,8 @@ def stagger_phases(tree: Any, weight_dimension_numbers: WeightDimNums,
   """
   views = matrix_views(tree, weight_dimension_numbers)
   views_flat, treedef = jax.tree.flatten(views, is_leaf=lambda x: x is None)
-  leaves = treedef.flatten_up_to(tree)
+  # jaxlib ships no type stub for PyTreeDef.flatten_up_to.
+  leaves = treedef.flatten_up_to(tree)  # type: ignore[attr-defined]
   idx = [i for i, v in enumerate(views_flat) if v is not None]
   stacks = [jax.ShapeDtypeStruct(
       (math.prod(views_flat[i].batch_shape), views_flat[i].fan_in,
@@ -316,4 +319,4 @@ def stagger_phases(tree: Any, weight_dimension_numbers: WeightDimNums,
       leaves[idx[i]] = views_flat[idx[i]].per_matrix(
           jnp.arange(start, start + b) % every)
       start += b
-  return treedef.unflatten(leaves)
+  return jax.tree.unflatten(treedef, leaves)

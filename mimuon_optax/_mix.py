@@ -30,7 +30,8 @@ class MiMuonMixState(NamedTuple):
   last measurement (see :class:`GapStats`).
   """
 
-  count: jax.Array  # shape=(), int32; update calls so far.
+  # A field named like tuple.count, as in optax's states.
+  count: jax.Array  # type: ignore[assignment]  # shape=(), int32; update calls so far.
   orthogonalized: optax.Updates  # per matrix, bool; last decision.
   min_gap: optax.Updates  # per matrix, f32; kappa (absolute).
   rel_gap: optax.Updates  # per matrix, f32; kappa / s_max.

@@ -24,7 +24,7 @@ from mimuon_optax import _platform
 class NSSchedule(NamedTuple):
   """A Newton-Schulz coefficient schedule."""
 
-  coeffs: np.ndarray  # shape=(steps, 3): (a, b, c) per step.
+  coeffs: np.ndarray | jax.Array  # shape=(steps, 3): (a, b, c) per step.
   frobenius_scale: float  # divide by frobenius_scale * ||X||_F first.
 
 
@@ -113,7 +113,7 @@ def ns_schedule(ns_coeffs: Union[str, chex.Array] = 'polar_express',
   _check_ns_steps(ns_steps)
   ns_steps = int(ns_steps)
   if isinstance(ns_coeffs, str):
-    tables = {
+    tables: dict[str, dict[int, tuple]] = {
         'jordan': {ns_steps: (_JORDAN,) * ns_steps},
         'you': {5: _YOU},
         'polar_express': {5: _POLAR_EXPRESS_5, 8: _POLAR_EXPRESS_8},
