@@ -71,8 +71,8 @@ def _killed_during_save(out, fraction):
       timeout=RUN_TIMEOUT,
       env=dict(_env(), CHECKPOINT_KILL=f'{KILL_STEP}:{fraction}'))
   assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
-  ends = [int(l.split()[1]) for l in proc.stdout.splitlines()
-          if l.startswith('save_end')]
+  ends = [int(line.split()[1]) for line in proc.stdout.splitlines()
+          if line.startswith('save_end')]
   assert 'save_begin %d' % KILL_STEP in proc.stdout
   return max(ends)
 

@@ -34,7 +34,6 @@ def _train(mesh=None):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  import optax
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
 

@@ -59,7 +59,7 @@ def test_non_finite_gradient_leaves_other_matrices_bit_identical(name, bad):
   update = jax.jit(tx.update)
   state = tx.init(params)
   nan_stats = []
-  for t in range(STEPS):
+  for _ in range(STEPS):
     grads = _normal_tree(rng)
     faulty = {**grads, 'w1': grads['w1'].at[3, 5].set(bad)}
     clean_updates, clean_state = update(grads, state, params)

@@ -67,6 +67,7 @@ def _timed(cmd: Sequence[str]) -> tuple[int, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """The command line (see the module docstring); returns the exit code."""
   parser = argparse.ArgumentParser(
       prog="python tools/cpu_hog.py", description=__doc__.split("\n\n")[0])
   parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
