@@ -81,10 +81,9 @@ def resolve_precision(precision: str,
     return _platform.auto_gate_precision(mesh)
   if precision == 'host' and _platform.host_callback_hangs(mesh):
     raise ValueError(
-        'precision="host" under plain GSPMD over several CPU devices can'
-        ' deadlock XLA:CPU (_platform.host_callback_hangs); pass mesh= (the'
-        ' gate then measures each device\'s own matrices) or use'
-        ' precision="float64".')
+        'precision="host" with several CPU devices in one process can'
+        ' deadlock XLA:CPU (see _platform.host_callback_hangs); use'
+        ' precision="float64" (or "auto"), or one CPU device per process.')
   return precision
 
 

@@ -107,18 +107,29 @@ def auto_gate_precision(mesh: jax.sharding.Mesh | None = None) -> str:
 def host_callback_hangs(mesh: jax.sharding.Mesh | None) -> bool:
   """Whether the host gate's callback can deadlock here.
 
-  True for plain GSPMD (no ``mesh=``) over several CPU devices: GSPMD gives
-  the callback to device 0 and gathers its operands there, and XLA:CPU's
-  devices, sharing one small thread pool, then wait on each other's
-  collectives forever (seen with 8 simulated devices on 2 cores, jaxlib
-  0.10.2). With ``mesh=`` each device measures its own matrices inside a
-  ``shard_map`` and nothing waits. ``"auto"`` picks ``"float64"`` there, and
-  an explicit ``"host"`` is refused.
+  True where one process drives several CPU devices (the simulated devices
+  of ``--xla_force_host_platform_device_count``): with or without ``mesh=``.
+  ``jax.pure_callback`` first copies its operands onto CPU device 0 and
+  waits for the copy, which needs a thread of XLA:CPU's pool; when every
+  device's step is parked in a callback (``mesh=``: one per device) or in a
+  collective waiting for device 0 (plain GSPMD, which gives device 0 the
+  callback), no thread is left to make it (seen with 8 simulated devices on
+  2 cores, jaxlib 0.10.2: ``experiments.train_lm --mesh 2x4`` hung). One CPU
+  device per process (a pod's host, a 2-process rehearsal with one device
+  each) is not affected, nor are accelerators, whose steps do not run on
+  that pool. ``"auto"`` picks ``"float64"`` there, and an explicit
+  ``"host"`` is refused.
 
-  Delete when XLA:CPU runs a GSPMD-partitioned callback next to collectives
-  without hanging (check with ``tests/test_host_gate.py``).
+  Delete when XLA:CPU copies a callback's operands without the pool
+  (re-check with ``tests/test_host_gate.py`` and ``tests/test_sharding.py``).
   """
-  return mesh is None and serial_lapack(None)
+  if not on_cpu(mesh):
+    return False
+  devices = getattr(mesh, 'devices', None)
+  if devices is None or not hasattr(devices, 'flat'):
+    return jax.local_device_count() > 1
+  here = jax.process_index()
+  return sum(d.process_index == here for d in devices.flat) > 1
 
 
 _HOST_EXECUTOR: concurrent.futures.ThreadPoolExecutor | None = None

@@ -258,11 +258,14 @@ def test_auto_per_backend(monkeypatch):
 
 
 @pytest.mark.slow
-def test_host_gate_on_an_8_device_mesh_matches_one_device():
-  """mesh= with "host" on 8 simulated devices == a 1-device run (1e-5).
+def test_several_cpu_devices_in_one_process_never_run_the_host_callback():
+  """8 simulated CPU devices: auto takes float64; "host" is refused.
 
-  Plain GSPMD over several CPU devices with an explicit "host" is refused
-  with a ValueError, not left to hang. Idle: ~25 s; the limit catches hangs.
+  Such a step can park every XLA:CPU thread in a callback while the
+  callback waits for a copy (``_platform.host_callback_hangs``), so "host"
+  raises a ValueError up front instead of hanging; the mesh step under
+  "auto" matches the one-device host step within 1e-5. Idle: ~20 s; the
+  limit catches hangs.
   """
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=os.environ.get('XLA_FLAGS', '')
@@ -272,66 +275,126 @@ def test_host_gate_on_an_8_device_mesh_matches_one_device():
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-6000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result['auto'] == ['float64', 'float64']  # mesh=, and plain GSPMD
   assert result['max_err'] < 1e-5
   assert result['decisions_equal']
   assert 0 < result['orth_fraction'] < 1
-  assert 'plain GSPMD' in result['gspmd_error']
+  for error in result['host_errors']:
+    assert 'several CPU devices' in error
+
+
+@pytest.mark.slow
+def test_two_processes_measure_their_own_matrices_on_the_host():
+  """A 2-process pod rehearsal (loopback, one CPU device each), mesh=.
+
+  Each process's host measures the matrices of its own device; the run
+  equals the same run with the in-graph float64 gate, bit for bit. Idle:
+  ~15 s; the launcher's limit (and the subprocess's) catch hangs.
+  """
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.launch', '--num-processes', '2',
+       '--devices-per-process', '1', '--timeout', '240', '--module',
+       'tests.test_host_gate', '--', 'pod'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONFAULTHANDLER='1'))
+  assert proc.returncode == 0, proc.stderr[-6000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result['process_count'] == 2 and result['auto'] == 'host'
+  assert result['params_equal'] and result['decisions_equal']
+  assert 0 < result['orth_fraction'] < 1
+
+
+SHAPES = {  # name: (shape, dimension numbers)
+    'w_in': ((64, 192), (0, 1)), 'w_out': ((192, 64), (0, 1)),
+    'layers': ((8, 96, 64), (1, 2)), 'bias': ((64,), None)}
+
+
+def _train(mesh, precision, shardings, steps=4):
+  """``steps`` mimuon steps on SHAPES; (params, per-step decisions)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  import mimuon_optax as mo  # pylint: disable=import-outside-toplevel
+  dims = {k: d and mo.MuonDimensionNumbers(*d)
+          for k, (_, d) in SHAPES.items()}
+  keys = iter(jax.random.split(jax.random.key(0), 32))
+  params = {k: jax.random.normal(next(keys), s) * 0.1
+            for k, (s, _) in SHAPES.items()}
+  grads = [{k: jax.random.normal(next(keys), s) for k, (s, _) in
+            SHAPES.items()} for _ in range(steps)]
+  put = lambda t: jax.device_put(t, shardings)
+  tx = mo.mimuon(0.02, ns_dtype='float32', precision=precision, mesh=mesh,
+                 weight_dimension_numbers=dims)
+  p = put(params)
+  state = tx.init(p)
+  step = jax.jit(lambda p, s, g: tx.update(g, s, p))
+  # Replicated values: this process's copy (multi-process safe).
+  local = lambda x: np.asarray(x.addressable_data(0))
+  decisions = []
+  for g in grads:
+    u, state = step(p, state, put(g))
+    p = optax.apply_updates(p, u)
+    decisions.append(np.concatenate([np.ravel(local(x)) for x in
+                                     jax.tree.leaves(mo.mix_diagnostics(
+                                         state).orthogonalized)]))
+  return {k: local(v) for k, v in p.items()}, np.stack(decisions)
 
 
 def case_mesh() -> dict:
   """Runs in a subprocess with 8 CPU devices (see the test above)."""
   import jax  # pylint: disable=import-outside-toplevel
-  import optax  # pylint: disable=import-outside-toplevel
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
   import mimuon_optax as mo  # pylint: disable=import-outside-toplevel
-  from mimuon_optax import MuonDimensionNumbers as DN  # pylint: disable=import-outside-toplevel
+  from mimuon_optax import _gap  # pylint: disable=import-outside-toplevel
   auto = (jax.sharding.AxisType.Auto,) * 2
   mesh8 = jax.make_mesh((2, 4), ('data', 'fsdp'), axis_types=auto)
   mesh1 = jax.make_mesh((1, 1), ('data', 'fsdp'), axis_types=auto,
                         devices=jax.devices()[:1])
-  shapes = {'w_in': ((64, 192), P(None, 'fsdp'), DN(0, 1)),
-            'w_out': ((192, 64), P('fsdp', None), DN(0, 1)),
-            'layers': ((8, 96, 64), P(('data', 'fsdp')), DN(1, 2)),
-            'bias': ((64,), P(), None)}
-  keys = iter(jax.random.split(jax.random.key(0), 32))
-  params = {k: jax.random.normal(next(keys), s) * 0.1
-            for k, (s, _, _) in shapes.items()}
-  grads = [{k: jax.random.normal(next(keys), s) for k, (s, _, _) in
-            shapes.items()} for _ in range(4)]
-  dims = {k: d for k, (_, _, d) in shapes.items()}
-
-  def train(mesh):
-    tx = mo.mimuon(0.02, ns_dtype='float32', precision='host', mesh=mesh,
-                   weight_dimension_numbers=dims)
-    shard = {k: NamedSharding(mesh, p if mesh is mesh8 else P())
-             for k, (_, p, _) in shapes.items()}
-    p = jax.device_put(params, shard)
-    state = tx.init(p)
-    step = jax.jit(lambda p, s, g: tx.update(g, s, p))
-    decisions = []
-    for g in grads:
-      u, state = step(p, state, jax.device_put(g, shard))
-      p = optax.apply_updates(p, u)
-      decisions.append(jax.tree.leaves(
-          mo.mix_diagnostics(state).orthogonalized))
-    return p, decisions
-
-  p1, d1 = train(mesh1)
-  p8, d8 = train(mesh8)
-  flat = lambda d: np.concatenate([np.ravel(x) for step in d for x in step])
-  result = {
-      'max_err': max(float(np.max(np.abs(np.asarray(p1[k]) -
-                                         np.asarray(p8[k])))) for k in p1),
-      'decisions_equal': bool(np.array_equal(flat(d1), flat(d8))),
-      'orth_fraction': float(flat(d1).mean()),
+  specs = {'w_in': P(None, 'fsdp'), 'w_out': P('fsdp', None),
+           'layers': P(('data', 'fsdp')), 'bias': P()}
+  p1, d1 = _train(mesh1, 'host', {k: NamedSharding(mesh1, P())
+                                  for k in SHAPES})
+  p8, d8 = _train(mesh8, 'auto', {k: NamedSharding(mesh8, v)
+                                  for k, v in specs.items()})
+  errors = []
+  for mesh in (mesh8, None):
+    try:
+      mo.mimuon(0.02, precision='host', mesh=mesh)
+      errors.append('')
+    except ValueError as e:
+      errors.append(str(e))
+  return {
+      'auto': [_gap.resolve_precision('auto', mesh8),
+               _gap.resolve_precision('auto')],
+      'max_err': max(float(np.max(np.abs(p1[k] - p8[k]))) for k in p1),
+      'decisions_equal': bool(np.array_equal(d1, d8)),
+      'orth_fraction': float(d1.mean()),
+      'host_errors': errors,
   }
-  try:
-    mo.mimuon(0.02, precision='host', weight_dimension_numbers=dims)
-    result['gspmd_error'] = ''
-  except ValueError as e:
-    result['gspmd_error'] = str(e)
-  return result
+
+
+def case_pod() -> dict:
+  """One of two launcher processes with one CPU device each (test above)."""
+  from experiments import distributed  # pylint: disable=import-outside-toplevel
+  distributed.init_distributed(distributed.DistributedConfig())
+  import jax  # pylint: disable=import-outside-toplevel
+  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
+  from mimuon_optax import _gap  # pylint: disable=import-outside-toplevel
+  mesh = jax.make_mesh((2,), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  replicated = {k: NamedSharding(mesh, P()) for k in SHAPES}
+  p_host, d_host = _train(mesh, 'host', replicated)
+  p_f64, d_f64 = _train(mesh, 'float64', replicated)
+  return {
+      'process_count': jax.process_count(),
+      'auto': _gap.resolve_precision('auto', mesh),
+      'params_equal': all(np.array_equal(p_host[k], p_f64[k])
+                          for k in SHAPES),
+      'decisions_equal': bool(np.array_equal(d_host, d_f64)),
+      'orth_fraction': float(d_host.mean()),
+  }
 
 
 if __name__ == '__main__':
-  print(json.dumps({'mesh': case_mesh}[sys.argv[1]]()))
+  _result = {'mesh': case_mesh, 'pod': case_pod}[sys.argv[1]]()
+  if os.environ.get('JAX_PROCESS_ID', '0') == '0':
+    print(json.dumps(_result))
