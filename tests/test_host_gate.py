@@ -327,8 +327,9 @@ def _train(mesh, precision, shardings, steps=4):
   p = put(params)
   state = tx.init(p)
   step = jax.jit(lambda p, s, g: tx.update(g, s, p))
-  # Replicated values: this process's copy (multi-process safe).
-  local = lambda x: np.asarray(x.addressable_data(0))
+  # Across processes only replicated values are read: this process's copy.
+  local = lambda x: np.asarray(
+      x if x.is_fully_addressable else x.addressable_data(0))
   decisions = []
   for g in grads:
     u, state = step(p, state, put(g))
