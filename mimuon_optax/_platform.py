@@ -88,7 +88,7 @@ def auto_gate_precision(mesh: jax.sharding.Mesh | None = None) -> str:
     CPU. A float32 SVD cannot resolve the gaps of real momenta at width >=
     256 (it agreed with float64 SVD on 12% of the decisions on spiked
     momentum-like spectra, always taking the SGD branch).
-  - CPU: ``"host"``: the same float64 numbers from LAPACK ``syevd`` in a
+  - CPU: ``"host"``: the same float64 numbers from LAPACK ``syevr`` in a
     callback beat the in-graph tridiagonalization + bisection
     (``python -m benchmarks.step_time --preset small``; numbers in
     ``benchmarks/RESULTS.md``), except where :func:`host_callback_hangs`.
