@@ -49,6 +49,7 @@ from scipy.linalg import lapack as scipy_lapack
 
 from mimuon_optax import _context
 from mimuon_optax import _distributed
+from mimuon_optax import _matrix
 from mimuon_optax import _platform
 
 PRECISIONS = ('auto', 'float64', 'host', 'float32')
@@ -91,13 +92,6 @@ def _real_dtype(x) -> np.dtype:
   return np.dtype(np.complex64 if jnp.iscomplexobj(x) else np.float32)
 
 
-def _ldexp(x, e, xp=jnp):
-  """``x * 2**e``, exact, for real or complex ``x`` (ldexp is real-only)."""
-  if xp.iscomplexobj(x):
-    return xp.ldexp(x.real, e) + 1j * xp.ldexp(x.imag, e)
-  return xp.ldexp(x, e)
-
-
 def _wide(x_BxMxN, xp=jnp) -> tuple[jax.Array, jax.Array]:
   """float32 (complex64), with M <= N, scaled to max |x| in [1/2, 1).
 
@@ -111,12 +105,9 @@ def _wide(x_BxMxN, xp=jnp) -> tuple[jax.Array, jax.Array]:
   x = x_BxMxN.astype(_real_dtype(x_BxMxN))
   if x.shape[-2] > x.shape[-1]:
     x = xp.swapaxes(x, -1, -2)
-  max_B11 = xp.max(xp.abs(x), axis=(-2, -1), keepdims=True)
-  finite_B11 = xp.isfinite(max_B11)
-  # = _matrix.pow2_exponent, in xp.
-  usable_B11 = finite_B11 & (max_B11 > 0)
-  exponent_B11 = xp.frexp(xp.where(usable_B11, max_B11, 0.5))[1]
-  x = xp.where(finite_B11, _ldexp(x, -exponent_B11, xp), xp.nan)
+  exponent_B11 = _matrix.pow2_exponent(x, xp)
+  finite_B11 = xp.isfinite(xp.max(xp.abs(x), axis=(-2, -1), keepdims=True))
+  x = xp.where(finite_B11, _matrix.ldexp(x, -exponent_B11, xp), xp.nan)
   return x, exponent_B11[:, 0, 0]
 
 

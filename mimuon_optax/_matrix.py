@@ -234,17 +234,30 @@ def same_shape(i: int, x: jax.Array | jax.ShapeDtypeStruct) -> Any:
   return x.shape[1:] + (x.dtype,)
 
 
-def pow2_exponent(x_BxMxN: jax.Array) -> jax.Array:
+def pow2_exponent(x_BxMxN: jax.Array, xp: Any = jnp) -> jax.Array:
   """Per matrix, the e with max|x| in [2^(e-1), 2^e); shape ``(B, 1, 1)``.
 
-  ``jnp.ldexp(x, -e)`` is exact and brings every entry into (-1, 1), so
+  ``ldexp(x, -e)`` is exact and brings every entry into (-1, 1), so
   squaring neither overflows nor underflows whatever the input's scale (up
   to 3e38, where 2^e itself would overflow: hence an exponent, not a
-  factor). 0 for a zero matrix and for one with Inf/NaN entries.
+  factor). 0 for a zero matrix and for one with Inf/NaN entries. ``xp``:
+  ``jax.numpy``, or ``numpy`` on the host (the gate's host path).
   """
-  max_B11 = jnp.max(jnp.abs(x_BxMxN), axis=(-2, -1), keepdims=True)
-  usable = jnp.isfinite(max_B11) & (max_B11 > 0)
-  return jnp.frexp(jnp.where(usable, max_B11, 0.5))[1]
+  max_B11 = xp.max(xp.abs(x_BxMxN), axis=(-2, -1), keepdims=True)
+  usable = xp.isfinite(max_B11) & (max_B11 > 0)
+  return xp.frexp(xp.where(usable, max_B11, 0.5))[1]
+
+
+def ldexp(x: jax.Array, e: jax.Array, xp: Any = jnp) -> jax.Array:
+  """``x * 2**e`` exactly, for real or complex ``x`` (``xp.ldexp`` is real-only)."""
+  if not xp.iscomplexobj(x):
+    return xp.ldexp(x, e)
+  re, im = xp.ldexp(x.real, e), xp.ldexp(x.imag, e)
+  if xp is jnp:
+    return jax.lax.complex(re, im)
+  out = re.astype(x.dtype)
+  out.imag = im
+  return out
 
 
 def _shape_groups(

@@ -147,13 +147,6 @@ def _ct(x: jax.Array) -> jax.Array:
   return jnp.conj(x) if jnp.iscomplexobj(x) else x
 
 
-def _ldexp(x: jax.Array, e: jax.Array) -> jax.Array:
-  """``x * 2**e`` exactly, for real or complex x."""
-  if jnp.iscomplexobj(x):
-    return jax.lax.complex(jnp.ldexp(x.real, e), jnp.ldexp(x.imag, e))
-  return jnp.ldexp(x, e)
-
-
 def _matmul(dtype) -> Callable[[jax.Array, jax.Array], jax.Array]:
   # float32 matmuls at HIGHEST precision, so TPUs and GPUs do not silently
   # use bf16/tf32 passes.
@@ -333,7 +326,7 @@ def newton_schulz(
   # overflow (entries up to 3e38) nor underflow (down to 1e-38). eps is
   # therefore relative to max|x|. A zero matrix keeps e = 0; NaN/Inf
   # entries still give NaN/Inf outputs (as documented).
-  x = _ldexp(x, -_matrix.pow2_exponent(x))
+  x = _matrix.ldexp(x, -_matrix.pow2_exponent(x))
   x, gram = _precondition(x, preconditioning, schedule.frobenius_scale, eps)
   x = x.astype(work_dtype)
   gram = None if gram is None else gram.astype(work_dtype)
