@@ -297,6 +297,19 @@ def _host_singular_values(w_MxN: np.ndarray) -> np.ndarray:
   return np.sqrt(np.maximum(np.sort(eig[:k]), 0.0))
 
 
+def _host_matrix(x_MxN: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                             np.ndarray]:
+  """One matrix's scaled singular values, Frobenius norm and exponent.
+
+  The whole host job of one matrix (:func:`_wide`'s scaling, then
+  :func:`_host_singular_values`), so that a worker thread does all of it
+  and the callback that starts the jobs returns at once.
+  """
+  w, exponent = _wide(x_MxN[None], np)
+  return (_host_singular_values(w[0]),
+          np.linalg.norm(w, axis=(-2, -1))[0], exponent[0])
+
+
 # Seconds a result may take on the host before the step raises instead of
 # waiting on: far above any real spectrum (a 8192 x 24576 float64 Gram and
 # eigensolve take ~1 min on one core).
@@ -307,28 +320,33 @@ def _host_submit(stacks, rank_tol) -> Callable[[], list[GapStats]]:
   """Starts every matrix's spectrum on the host pool; returns a collector.
 
   Runs on the host, inside a callback: the matrices arrive in their own
-  dtype (``mu_dtype``) and are scaled exactly as on the device
-  (:func:`_wide`, which copies them, so the device buffers may go); each
-  matrix is one job on :func:`_platform.host_executor`'s threads. The
+  dtype (``mu_dtype``) and are copied, so the device buffers may go; each
+  matrix is one job on :func:`_platform.host_executor`'s threads
+  (:func:`_host_matrix`: scaled exactly as on the device, then its float64
+  spectrum), so the callback returns after the copy alone. The
   collector waits for the jobs (at most ``HOST_TIMEOUT_S`` each) and returns
   numpy GapStats per stack.
   """
   pool = _platform.host_executor()
-  jobs = []
-  for x in stacks:
-    w, exponent_B = _wide(np.asarray(x), np)
-    jobs.append((x, w, exponent_B,
-                 [pool.submit(_host_singular_values, row) for row in w]))
+  # Copies (the callback's arrays may alias device buffers), then one job a
+  # matrix: scaling, float64 Gram and spectrum all run on the threads.
+  jobs = [(x.shape, [pool.submit(_host_matrix, m) for m in np.array(x)])
+          for x in stacks]
 
   def collect() -> list[GapStats]:
     out = []
     with np.errstate(divide='ignore', invalid='ignore'):
-      for x, w, exponent_B, futures in jobs:
-        s_BxK = np.stack([f.result(timeout=HOST_TIMEOUT_S) for f in futures]
-                         ) if futures else np.zeros(w.shape[:2])
-        fro_B = np.linalg.norm(w, axis=(-2, -1))
-        factors = _factors([x], rank_tol, 'host')
-        out.append(_finish(s_BxK, fro_B, exponent_B, factors, np))
+      for shape, futures in jobs:
+        if not futures:
+          out.append(GapStats(*(np.zeros((0,), np.int32 if f == 'rank' else
+                                         np.float32)
+                                for f in GapStats._fields)))
+          continue
+        s, fro, exponent = (np.stack(v) for v in zip(
+            *(f.result(timeout=HOST_TIMEOUT_S) for f in futures)))
+        factors = _factors([jax.ShapeDtypeStruct(shape, np.float32)],
+                           rank_tol, 'host')
+        out.append(_finish(s, fro, exponent, factors, np))
     return out
 
   return collect
