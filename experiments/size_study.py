@@ -136,10 +136,10 @@ def _diff(row: dict, m: str) -> str:
           f" {row[f'd_{m}_vs_muon_std']:.4f}{mark}")
 
 
-def results_md(title: str, report: dict) -> str:
+def results_md(title: str, report: dict, unit: str = "tokens") -> str:
   rows = report["rows"]
   table = reporting.markdown_table(
-      ["N (tokens)", "arm", "lr", "orth. fraction", "train loss",
+      [f"N ({unit})", "arm", "lr", "orth. fraction", "train loss",
        "test loss", "test - train", "Δ test loss vs Muon (paired)",
        "Δ gap vs Muon (paired)"],
       [[f"{r['n']:,}", r["arm"], f"{r['lr']:g}", _pm(r, "orth_frac"),
@@ -169,7 +169,8 @@ def results_md(title: str, report: dict) -> str:
       sweep, ""])
 
 
-def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
+def plot(rows: list[dict], path: pathlib.Path, title: str,
+         unit: str = "tokens") -> None:
   """Test loss and gap vs N (log-log, seed bars), and the paired
   MiMuon - Muon test-loss difference vs N."""
   import matplotlib
@@ -196,7 +197,7 @@ def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
             "paired Δ test loss, MiMuon - Muon")
   for ax, label in zip(axes, labels):
     ax.set_xscale("log")
-    ax.set_xlabel("training tokens N (log)")
+    ax.set_xlabel(f"training {unit} N (log)")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3, which="both")
     if ax.has_data():
@@ -210,7 +211,7 @@ def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
 
 def write_outputs(out: pathlib.Path, name: str, title: str, report: dict,
                   command: str, seeds: Sequence[int],
-                  notes: Sequence[str] = ()) -> None:
+                  notes: Sequence[str] = (), unit: str = "tokens") -> None:
   """results.json, results.csv, results.md, `name`.png and COMMAND.md."""
   reporting.write_json(out / "results.json", {**report, "command": command})
   rows = report["rows"]
@@ -220,8 +221,8 @@ def write_outputs(out: pathlib.Path, name: str, title: str, report: dict,
         restval="")
     writer.writeheader()
     writer.writerows(rows)
-  (out / "results.md").write_text(results_md(title, report))
-  plot(rows, out / f"{name}.png", title)
+  (out / "results.md").write_text(results_md(title, report, unit))
+  plot(rows, out / f"{name}.png", title, unit)
   reporting.write_command_md(out, title, command, seeds, report["wall_s"],
                              [f"runs: {len(report['runs'])}", *notes])
 

@@ -1,4 +1,4 @@
-"""Round two's LM studies (lm_small_data, lm_finetune) on tiny budgets.
+"""Round two's studies (lm_small_data, lm_finetune, cnn_small_data), tiny budgets.
 
 Each runs its real command line and checks what it reports against its own
 raw runs: one row per arm x N with every seed, the lr kept is the argmin of
@@ -31,7 +31,7 @@ def tracked_outputs_written_since(t0):
           and (ROOT / n).exists() and (ROOT / n).stat().st_mtime >= t0]
 
 
-def check_size_study(report, sizes, seeds, arm_names):
+def check_size_study(report, sizes, seeds, arm_names, own_lr=False):
   runs, rows = report["runs"], report["rows"]
   assert [(r["n"], r["arm"]) for r in rows] == [
       (n, a) for n in sizes for a in arm_names]
@@ -62,7 +62,7 @@ def check_size_study(report, sizes, seeds, arm_names):
                                  diffs.std(ddof=1), rtol=1e-9, atol=1e-12)
       assert row[f"d_{m}_vs_muon_significant"] == bool(
           abs(diffs.mean()) > 2 * diffs.std(ddof=1) / math.sqrt(len(diffs)))
-    if arm.startswith("mimuon-"):  # without --sweep-gated: Muon's lr at this N
+    if arm.startswith("mimuon-") and not own_lr:  # Muon's lr at this N
       muon_row = next(r for r in rows if r["n"] == n and r["arm"] == "muon")
       assert row["lr"] == muon_row["lr"]
   for fit in report["fits"]:
@@ -160,7 +160,32 @@ def test_lm_finetune_tiny(tmp_path):
   assert tracked_outputs_written_since(t0) == []
 
 
-@pytest.mark.parametrize("module", ["lm_small_data", "lm_finetune"])
+def test_cnn_small_data_tiny(tmp_path):
+  """Each arm sweeps its own lrs at every N and keeps its validation argmin."""
+  from experiments import cnn_small_data
+  t0 = time.time()
+  out = tmp_path / "cnn"
+  report = cnn_small_data.main([
+      "--dataset", "digits", "--tau", "0.5", "--sizes", "100", "300",
+      "--steps", "4", "--warmup-steps", "1", "--seeds", "0", "1",
+      "--grid-points", "2", "--width", "4", "--hidden", "8",
+      "--out", str(out)])
+  assert report["taus"] == [0.5]
+  check_size_study(report, [100, 300], (0, 1), ["muon", "mimuon-0.5-none"],
+                   own_lr=True)
+  for n in (100, 300):  # both arms swept the same 2 lrs, then seed 1
+    for arm in ("muon", "mimuon-0.5-none"):
+      lrs = [r["lr"] for r in report["runs"] if r["n"] == n
+             and r["arm"] == arm and r["role"] != "final"]
+      assert lrs == [0.01, 0.03]
+  assert len(report["runs"]) == 2 * 2 * (2 + 1)
+  assert "N (examples)" in (out / "results.md").read_text()
+  check_files(out, "cnn_small_data", "cnn_small_data")
+  assert tracked_outputs_written_since(t0) == []
+
+
+@pytest.mark.parametrize("module",
+                         ["lm_small_data", "lm_finetune", "cnn_small_data"])
 def test_runs_as_a_module_with_help(module):
   # --help: ~3 s on a busy 2-core CPU; the limit catches a hang only.
   result = subprocess.run(
