@@ -193,3 +193,41 @@ def test_runs_as_a_module_with_help(module):
       capture_output=True, text=True, timeout=120, cwd=ROOT)
   assert result.returncode == 0, result.stderr
   assert "--out" in result.stdout and "--sizes" in result.stdout
+
+
+def test_regime_map_pairs_each_seed_with_muon(tmp_path):
+  """Δ = MiMuon - Muon per seed at each N; sweep and diverged runs left out."""
+  from experiments import regime_map
+  runs = []
+  for n, base in [(1000, 1.0), (4000, 0.5)]:
+    for seed, (muon, gated) in enumerate([(base, base - 0.3),
+                                          (base + 0.1, base - 0.1),
+                                          (base - 0.1, base - 0.2)]):
+      runs += [{"n": n, "arm": "muon", "seed": seed, "test_loss": muon,
+                "role": "final"},
+               {"n": n, "arm": "mimuon-0.7-none", "seed": seed,
+                "test_loss": gated, "role": "final"}]
+    runs += [{"n": n, "arm": "mimuon-0.7-none", "seed": 0, "test_loss": 9.0,
+              "role": "sweep"},
+             {"n": n, "arm": "adamw", "seed": 0, "test_loss": 0.1}]
+  report = {"config": {"steps": 500, "batch_size": 16, "seeds": [0, 1, 2]},
+            "runs": runs, "command": "python -m experiments.cnn_small_data"}
+  rows = regime_map.paired_rows("cnn_small_data", report)
+  assert [(r["n"], r["arm"]) for r in rows] == [(1000, "mimuon-0.7-none"),
+                                                (4000, "mimuon-0.7-none")]
+  diffs = np.array([-0.3, -0.2, -0.1])
+  for r in rows:
+    np.testing.assert_allclose(r["d_test_loss_mean"], diffs.mean(), atol=1e-12)
+    np.testing.assert_allclose(r["d_test_loss_std"], diffs.std(ddof=1),
+                               atol=1e-12)
+    assert r["significant"]  # |-0.2| > 2 * 0.1 / sqrt(3)
+    assert r["epochs"] == 500 * 128 / r["n"] and r["seeds"] == 3
+  folder = tmp_path / "results" / "cnn_small_data"
+  folder.mkdir(parents=True)
+  (folder / "results.json").write_text(json.dumps(report))
+  out = tmp_path / "map"
+  regime_map.main(["--results", str(tmp_path / "results"), "--out", str(out)])
+  assert (out / "regime_map.png").stat().st_size > 0
+  assert "-0.2000 ± 0.1000 *" in (out / "regime_map.md").read_text()
+  with pytest.raises(FileNotFoundError, match="--studies"):
+    regime_map.main(["--results", str(tmp_path / "none"), "--out", str(out)])
