@@ -147,11 +147,15 @@ def _ct(x: jax.Array) -> jax.Array:
   return jnp.conj(x) if jnp.iscomplexobj(x) else x
 
 
-def _matmul(dtype) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def _matmul_precision(dtype) -> jax.lax.Precision:
   # float32 matmuls at HIGHEST precision, so TPUs and GPUs do not silently
   # use bf16/tf32 passes.
-  precision = (jax.lax.Precision.HIGHEST if jnp.finfo(dtype).bits >= 32
-               else jax.lax.Precision.DEFAULT)
+  return (jax.lax.Precision.HIGHEST if jnp.finfo(dtype).bits >= 32
+          else jax.lax.Precision.DEFAULT)
+
+
+def _matmul(dtype) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  precision = _matmul_precision(dtype)
   return lambda p, q: jnp.matmul(p, q, precision=precision)
 
 
@@ -199,7 +203,16 @@ def _standard_iteration(x, gram, coeffs, mm):
   return x
 
 
-def _gram_iteration(x, gram, coeffs, restarts, mm):
+def _gram_carry_dtype(work_dtype) -> jnp.dtype:
+  """dtype of Gram Newton-Schulz's k x k part: float32 below 32 bits."""
+  work_dtype = jnp.dtype(work_dtype)
+  if jnp.issubdtype(work_dtype, jnp.complexfloating):
+    return work_dtype
+  return jnp.dtype(jnp.float32) if jnp.finfo(work_dtype).bits < 32 else (
+      work_dtype)
+
+
+def _gram_iteration(x, gram, coeffs, restarts):
   """The same map as :func:`_standard_iteration`, iterated on the k x k Gram.
 
   Step t multiplies X by h_t(R) = a I + b R + c R^2 with R = X X^H, so
@@ -207,20 +220,40 @@ def _gram_iteration(x, gram, coeffs, restarts, mm):
   k x k products until the final Q X_0. Before each step in ``restarts``,
   X is formed (X <- Q X) and R recomputed from it, which drops the rounding
   error that Q and R accumulate (Q's error is amplified by later steps).
+
+  Below 32 bits (bfloat16, float16 ``x``) R, h, Q and ``coeffs`` are
+  float32 (the k x k products are the cheap part) and only the k x n
+  products take ``x``'s dtype, accumulating in float32: X X^H, and Q X with
+  Q split into a high and a low part in ``x``'s dtype (two products). Q
+  spans p(s)/s over the spectrum (990 for polar_express/5 without a
+  restart, 30 after one before step 2), so Q rounded to bfloat16 once would
+  add 2^-9 of its largest entries to every output direction. ``gram`` is X X^H of the unrounded X, in the carry dtype.
   """
-  r = mm(x, _ct(x)) if gram is None else gram
-  eye = jnp.eye(x.shape[-2], dtype=x.dtype)
+  carry = _gram_carry_dtype(x.dtype)
+  mm = _matmul(carry)
+  precision = _matmul_precision(x.dtype)
+  mm_x_dtype = lambda p, q: jnp.matmul(
+      p.astype(x.dtype), q, precision=precision, preferred_element_type=carry)
+
+  def q_times(q, x):
+    out = mm_x_dtype(q, x)
+    if carry == x.dtype:
+      return out
+    return out + mm_x_dtype(q - q.astype(x.dtype).astype(carry), x)
+
+  r = gram
+  eye = jnp.eye(x.shape[-2], dtype=carry)
   q = None  # None stands for the identity.
   steps = len(coeffs)
   for i, (a, b, c) in enumerate(coeffs):
     if i in restarts and q is not None:
-      x, q = mm(q, x), None
-      r = mm(x, _ct(x))
+      x, q = q_times(q, x).astype(x.dtype), None
+      r = mm_x_dtype(x, _ct(x))
     h = a * eye + b * r + c * mm(r, r)
     q = h if q is None else mm(q, h)
     if i + 1 < steps and i + 1 not in restarts:
       r = mm(h, mm(r, h))
-  return x if q is None else mm(q, x)
+  return x if q is None else q_times(q, x)
 
 
 def uses_gram(shape: tuple[int, ...], ns_method: str) -> bool:
@@ -252,22 +285,22 @@ def check_options(preconditioning: str, ns_method: str, gram_restarts) -> None:
                      f' got {gram_restarts!r}')
 
 
-def default_gram_restarts(steps: int, ns_dtype) -> tuple[int, ...]:
-  """Where Gram Newton-Schulz restarts by default (tests/test_gram_ns.py).
+def default_gram_restarts(steps: int) -> tuple[int, ...]:
+  """Where Gram Newton-Schulz restarts by default: before steps 2, 4, ...
 
-  Measured as the worst distance of the output's singular values outside
-  the schedule's band (float64 SVD; square, wide and tall inputs, cond 1
-  and 1e3, spiked, rank-deficient). float32 (and complex64): once, before
-  step 2; without it polar_express leaves the band by 0.010 (5 steps) and
-  0.043 (8 steps), with it by 1e-5 and 2e-4. bfloat16: before every second
-  step (2, 4, ...): with one restart the Gram's rounding (4e-3 of its norm)
-  drives its small eigenvalues negative, which each later step multiplies
-  by about a^2, and polar_express blows up (excess 1.75 at 5 steps, 6e34 at
-  8); with restarts at 2 and 4 the excess is 0.27 (standard NS: 0.43).
+  Before every second step from step 2, leaving at least the last three
+  steps unbroken: 5 and 6 steps restart once (before 2), 7 and 8 steps
+  twice (before 2 and 4), 3 and 4 steps never. Measured per case in
+  tests/test_gram_ns.py (float64 SVD; square, wide and tall inputs, cond 1
+  and 1e3, spiked, rank-deficient, scales 1e-30..1e30): with these restarts
+  Gram NS leaves the schedule's band by at most what standard NS does on the
+  same input, plus 1e-4 in float32 and 1e-2 in bfloat16. Without a restart
+  the float32 k x k iteration drifts (polar_express/5 leaves the band by
+  0.010, /8 by 0.044); polar_express/8 with only the restart before step 2
+  leaves it by 6.5e-4 in float32. The same restarts serve every dtype,
+  since a bfloat16 iteration keeps its k x k part in float32.
   """
-  if jnp.finfo(ns_dtype).bits >= 32:
-    return (2,)
-  return tuple(range(2, steps, 2))
+  return tuple(range(2, steps - 2, 2))
 
 
 def newton_schulz(
@@ -285,7 +318,8 @@ def newton_schulz(
   Tall matrices are transposed so that the Gram matrix :math:`X X^H` is the
   small side. The normalization runs in float32, the iteration in
   ``ns_dtype`` (float32 matmuls at HIGHEST precision, so TPUs and GPUs do not
-  silently use bf16/tf32 passes). Complex matrices iterate in complex64
+  silently use bf16/tf32 passes); Gram Newton-Schulz below 32 bits runs only
+  its k x n products in ``ns_dtype`` and its k x k part in float32. Complex matrices iterate in complex64
   (there is no bfloat16 complex type) with the conjugate transpose, giving
   :math:`\approx U V^H`. A zero matrix maps to zero. The result does not
   depend on the input's scale (entries from 1e-38 to 3e38, float32 or
@@ -328,18 +362,26 @@ def newton_schulz(
   # entries still give NaN/Inf outputs (as documented).
   x = _matrix.ldexp(x, -_matrix.pow2_exponent(x))
   x, gram = _precondition(x, preconditioning, schedule.frobenius_scale, eps)
+  gram_ns = uses_gram(x.shape, ns_method)
+  if gram_ns and gram is None:
+    # From the float32 x: its spectrum is the normalized one (x rounded to
+    # bfloat16 can exceed 1 by 2^-9, where cans's polynomial explodes).
+    gram = _matmul(x.dtype)(x, _ct(x))
   x = x.astype(work_dtype)
-  gram = None if gram is None else gram.astype(work_dtype)
-  real = jnp.finfo(work_dtype).dtype
+  # The standard iteration runs wholly in work_dtype; Gram NS keeps its
+  # k x k part (the Gram, the coefficients) in _gram_carry_dtype.
+  carry = _gram_carry_dtype(work_dtype) if gram_ns else work_dtype
+  gram = None if gram is None else gram.astype(carry)
+  real = jnp.finfo(carry).dtype
+  steps = schedule.coeffs.shape[0]
   coeffs = [tuple(jnp.asarray(schedule.coeffs[i, j], real) for j in range(3))
-            for i in range(schedule.coeffs.shape[0])]
-  mm = _matmul(work_dtype)
-  if uses_gram(x.shape, ns_method):
-    restarts = (default_gram_restarts(len(coeffs), work_dtype)
-                if gram_restarts is None else tuple(gram_restarts))
-    x = _gram_iteration(x, gram, coeffs, restarts, mm)
+            for i in range(steps)]
+  if gram_ns:
+    restarts = (default_gram_restarts(steps) if gram_restarts is None
+                else tuple(gram_restarts))
+    x = _gram_iteration(x, gram, coeffs, restarts)
   else:
-    x = _standard_iteration(x, gram, coeffs, mm)
+    x = _standard_iteration(x, gram, coeffs, _matmul(work_dtype))
   x = jnp.swapaxes(x, -1, -2) if transpose else x
   return x.astype(dtype)
 
@@ -402,8 +444,8 @@ def scale_by_newton_schulz(
       matrix) or ``"auto"`` (Gram where the long side is at least
       ``GRAM_MIN_ASPECT`` times the short side, standard elsewhere).
     gram_restarts: steps before which Gram Newton-Schulz re-forms X and its
-      Gram (for low-precision stability); None:
-      :func:`default_gram_restarts`; ``()``: none.
+      Gram (it drops the rounding error the k x k iteration accumulates);
+      None: :func:`default_gram_restarts`; ``()``: none.
     weight_dimension_numbers: ``MuonDimensionNumbers`` (one for all leaves),
       a tree of them matching the params (None leaves: 2-D rule), or a
       callable returning such a tree. Without them every leaf must be 2-D.
