@@ -290,15 +290,17 @@ def default_gram_restarts(steps: int) -> tuple[int, ...]:
 
   Before every second step from step 2, leaving at least the last three
   steps unbroken: 5 and 6 steps restart once (before 2), 7 and 8 steps
-  twice (before 2 and 4), 3 and 4 steps never. Measured per case in
-  tests/test_gram_ns.py (float64 SVD; square, wide and tall inputs, cond 1
-  and 1e3, spiked, rank-deficient, scales 1e-30..1e30): with these restarts
-  Gram NS leaves the schedule's band by at most what standard NS does on the
-  same input, plus 1e-4 in float32 and 1e-2 in bfloat16. Without a restart
-  the float32 k x k iteration drifts (polar_express/5 leaves the band by
-  0.010, /8 by 0.044); polar_express/8 with only the restart before step 2
-  leaves it by 6.5e-4 in float32. The same restarts serve every dtype,
-  since a bfloat16 iteration keeps its k x k part in float32.
+  twice (before 2 and 4), 3 and 4 steps never. Measured per input in
+  tests/test_gram_ns.py (float64 SVD; square, wide and tall, cond 1 and
+  1e3, spiked, rank-deficient, scales 1e-30..1e30): with these restarts
+  Gram NS leaves the schedule's band by at most what standard NS does on
+  the same input plus 1e-4 in float32 and 1e-2 in bfloat16 (worst measured:
+  1e-5 and 1.6e-3; also for jordan at 3, 4, 6, 8, 10 steps, you, cans, and
+  float16: 2.7e-5, 3.0e-3, 1.4e-3). Without a restart the float32 k x k
+  iteration drifts (polar_express/5 leaves the band by 0.010, /8 by
+  0.044); polar_express/8 with only the restart before step 2 leaves it by
+  1.8e-4 in float32 (6.5e-4 on a 64x192 input). The same restarts serve
+  every dtype: a bfloat16 iteration keeps its k x k part in float32.
   """
   return tuple(range(2, steps - 2, 2))
 
