@@ -227,7 +227,8 @@ def _gram_iteration(x, gram, coeffs, restarts):
   Q split into a high and a low part in ``x``'s dtype (two products). Q
   spans p(s)/s over the spectrum (990 for polar_express/5 without a
   restart, 30 after one before step 2), so Q rounded to bfloat16 once would
-  add 2^-9 of its largest entries to every output direction. ``gram`` is X X^H of the unrounded X, in the carry dtype.
+  add 2^-9 of its largest entries to every output direction. ``gram`` is
+  X X^H of the unrounded X, in the carry dtype.
   """
   carry = _gram_carry_dtype(x.dtype)
   mm = _matmul(carry)
@@ -321,12 +322,13 @@ def newton_schulz(
   small side. The normalization runs in float32, the iteration in
   ``ns_dtype`` (float32 matmuls at HIGHEST precision, so TPUs and GPUs do not
   silently use bf16/tf32 passes); Gram Newton-Schulz below 32 bits runs only
-  its k x n products in ``ns_dtype`` and its k x k part in float32. Complex matrices iterate in complex64
-  (there is no bfloat16 complex type) with the conjugate transpose, giving
-  :math:`\approx U V^H`. A zero matrix maps to zero. The result does not
-  depend on the input's scale (entries from 1e-38 to 3e38, float32 or
-  bfloat16): the input is first divided by a power of two near its largest
-  entry, and ``eps`` acts on that scaled matrix (relative to ``max |x|``).
+  its k x n products in ``ns_dtype`` and its k x k part in float32. Complex
+  matrices iterate in complex64 (there is no bfloat16 complex type) with the
+  conjugate transpose, giving :math:`\approx U V^H`. A zero matrix maps to
+  zero. The result does not depend on the input's scale (entries from 1e-38
+  to 3e38, float32 or bfloat16): the input is first divided by a power of
+  two near its largest entry, and ``eps`` acts on that scaled matrix
+  (relative to ``max |x|``).
 
   Args:
     x_BxMxN: a batch of real or complex matrices.

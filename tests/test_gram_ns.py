@@ -42,6 +42,7 @@ def spectrum(kind, k):
 
 
 def cases(shape, seed=0):
+  """(kind, float64 input, its singular values) for each of KINDS."""
   rng = np.random.default_rng(seed)
   for kind in KINDS:
     s = spectrum(kind, min(shape))
@@ -70,6 +71,7 @@ def band_excess(schedule, x, s, out):
 
 
 def run(x, schedule, **kwargs):
+  """newton_schulz on one float32 matrix."""
   return mo.newton_schulz(jnp.asarray(x, jnp.float32)[None], schedule,
                           **kwargs)[0]
 
