@@ -66,7 +66,7 @@ def train_sizes(scfg: tau_sweep.TauSweepConfig,
   compiled: dict = {}
   runs, rows, chosen = [], [], {}
   for n, task in tasks.items():
-    print(f"-- N = {n} tokens", flush=True)
+    print(f"-- N = {n:,}", flush=True)
     runs_n, chosen[n] = tau_sweep.train_arms(scfg, task, arms, compiled)
     for r in runs_n:
       r["n"] = n

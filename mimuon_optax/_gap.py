@@ -301,13 +301,24 @@ def _host_matrix(x_MxN: np.ndarray) -> tuple[np.ndarray, np.ndarray,
                                              np.ndarray]:
   """One matrix's scaled singular values, Frobenius norm and exponent.
 
-  The whole host job of one matrix (:func:`_wide`'s scaling, then
-  :func:`_host_singular_values`), so that a worker thread does all of it
-  and the callback that starts the jobs returns at once.
+  The whole host job of one matrix, so that a worker thread does all of it
+  and the callback that starts the jobs returns at once: :func:`_wide`'s
+  scaling (for a real matrix in fewer passes over it, same numbers bit for
+  bit), then :func:`_host_singular_values`.
   """
-  w, exponent = _wide(x_MxN[None], np)
-  return (_host_singular_values(w[0]),
-          np.linalg.norm(w, axis=(-2, -1))[0], exponent[0])
+  if np.iscomplexobj(x_MxN):
+    w, exponent = _wide(x_MxN[None], np)
+    return (_host_singular_values(w[0]),
+            np.linalg.norm(w, axis=(-2, -1))[0], exponent[0])
+  x = x_MxN.astype(np.float32, copy=False)
+  x = x.T if x.shape[0] > x.shape[1] else x
+  top = max(x.max(), -x.min(), np.float32(0)) if x.size else np.float32(0)
+  if not np.isfinite(top):  # Inf/NaN entries: every statistic NaN.
+    return (np.full(x.shape[0], np.nan), np.float32(np.nan), np.int32(0))
+  exponent = np.frexp(top if top > 0 else np.float32(0.5))[1]
+  w = np.ldexp(x, -exponent)
+  return (_host_singular_values(w), np.linalg.norm(w[None], axis=(-2, -1))[0],
+          exponent)
 
 
 # Seconds a result may take on the host before the step raises instead of

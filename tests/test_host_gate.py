@@ -215,6 +215,32 @@ def test_host_threads_spread_matrices_and_give_the_same_stats(
   assert _platform.host_gate_workers() == 32
 
 
+def test_host_job_scales_like_the_device_bit_for_bit(rng):
+  """_host_matrix (one pass scaling) == _wide + _host_singular_values.
+
+  Same singular values, Frobenius norm and exponent, dtypes included, on
+  wide, tall, 1e30 and 1e-30 scales, zero, Inf, NaN, one row, bfloat16 and
+  complex inputs.
+  """
+  import ml_dtypes  # pylint: disable=import-outside-toplevel
+  from mimuon_optax import _gap  # pylint: disable=import-outside-toplevel
+  f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+  cases = [f32(24, 72), f32(72, 24) * 1e30, f32(16, 16) * 1e-30,
+           np.zeros((8, 24), np.float32),
+           np.array([[1, np.inf], [0, 1]], np.float32),
+           np.array([[np.nan, 1, 2]], np.float32), np.ones((1, 5), np.float32),
+           f32(16, 48).astype(ml_dtypes.bfloat16),
+           (f32(12, 20) + 1j * f32(12, 20)).astype(np.complex64)]
+  for x in cases:
+    w, exponent = _gap._wide(x[None], np)  # pylint: disable=protected-access
+    want = (_gap._host_singular_values(w[0]),  # pylint: disable=protected-access
+            np.linalg.norm(w, axis=(-2, -1))[0], exponent[0])
+    got = _gap._host_matrix(x)  # pylint: disable=protected-access
+    for a, b in zip(want, got):
+      np.testing.assert_array_equal(a, b)
+      assert np.asarray(a).dtype == np.asarray(b).dtype, (x.shape, x.dtype)
+
+
 def test_host_gate_overlaps_newton_schulz_in_two_callbacks():
   """gap_every=1 without a mesh: start -> barrier -> NS -> finish.
 
