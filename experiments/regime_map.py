@@ -3,8 +3,9 @@
   python -m experiments.regime_map --out experiments/results/regime_map
 
 Puts every size study on one figure: round one's `gen_gap` (CNN, MiMuon at
-Muon's lr), `cnn_small_data` (CNN, each arm at its own lr), `lm_small_data`
-(tiny Qwen3) and `lm_finetune`, whichever of their result folders exist.
+Muon's lr), `cnn_small_data` and `cnn_small_data_lowlr` (CNN, each arm at
+its own lr, two grids), `lm_small_data` (tiny Qwen3) and `lm_finetune`,
+whichever of their result folders exist.
 The x axis is the number of passes over the N training items that a run's
 budget makes (steps x items per step / N: epochs), the quantity that sets
 how far a run can overfit and the one both tasks share; the y axis is the
@@ -38,8 +39,10 @@ RESULTS = "experiments/results"
 STUDIES = {
     "gen_gap": ("CNN, MiMuon at Muon's lr (round one)",
                 lambda c: 8 * c["batch_size"], "examples"),
-    "cnn_small_data": ("CNN, each at its own lr",
+    "cnn_small_data": ("CNN, each at its own lr (grid 0.01-0.1)",
                        lambda c: 8 * c["batch_size"], "examples"),
+    "cnn_small_data_lowlr": ("CNN, each at its own lr (grid 0.003-0.03)",
+                             lambda c: 8 * c["batch_size"], "examples"),
     "lm_small_data": ("LM (tiny Qwen3), small data",
                       lambda c: c["batch_size"] * c["seq_len"], "tokens"),
     "lm_finetune": ("LM (tiny Qwen3), fine-tuning",
