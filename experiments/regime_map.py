@@ -3,8 +3,8 @@
   python -m experiments.regime_map --out experiments/results/regime_map
 
 Puts every size study on one figure: round one's `gen_gap` (CNN, MiMuon at
-Muon's lr), `cnn_small_data` and `cnn_small_data_lowlr` (CNN, each arm at
-its own lr, two grids), `lm_small_data` (tiny Qwen3) and `lm_finetune`,
+Muon's lr), `cnn_small_data`, `cnn_small_data_lowlr` and `cnn_small_data_n1k`
+(CNN, each arm at its own lr, three grids), `lm_small_data` (tiny Qwen3) and `lm_finetune`,
 whichever of their result folders exist.
 The x axis is the number of passes over the N training items that a run's
 budget makes (steps x items per step / N: epochs), the quantity that sets
@@ -43,6 +43,8 @@ STUDIES = {
                        lambda c: 8 * c["batch_size"], "examples"),
     "cnn_small_data_lowlr": ("CNN, each at its own lr (grid 0.003-0.03)",
                              lambda c: 8 * c["batch_size"], "examples"),
+    "cnn_small_data_n1k": ("CNN, each at its own lr (grid 0.00033-0.0033)",
+                           lambda c: 8 * c["batch_size"], "examples"),
     "lm_small_data": ("LM (tiny Qwen3), small data",
                       lambda c: c["batch_size"] * c["seq_len"], "tokens"),
     "lm_finetune": ("LM (tiny Qwen3), fine-tuning",
