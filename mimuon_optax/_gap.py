@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -297,8 +297,7 @@ def _host_singular_values(w_MxN: np.ndarray) -> np.ndarray:
   return np.sqrt(np.maximum(np.sort(eig[:k]), 0.0))
 
 
-def _host_matrix(x_MxN: np.ndarray) -> tuple[np.ndarray, np.ndarray,
-                                             np.ndarray]:
+def _host_matrix(x_MxN: np.ndarray) -> tuple[Any, Any, Any]:
   """One matrix's scaled singular values, Frobenius norm and exponent.
 
   The whole host job of one matrix, so that a worker thread does all of it
@@ -308,7 +307,7 @@ def _host_matrix(x_MxN: np.ndarray) -> tuple[np.ndarray, np.ndarray,
   """
   if np.iscomplexobj(x_MxN):
     w, exponent = _wide(x_MxN[None], np)
-    return (_host_singular_values(w[0]),
+    return (_host_singular_values(np.asarray(w[0])),
             np.linalg.norm(w, axis=(-2, -1))[0], exponent[0])
   x = x_MxN.astype(np.float32, copy=False)
   x = x.T if x.shape[0] > x.shape[1] else x
@@ -348,13 +347,12 @@ def _host_submit(stacks, rank_tol) -> Callable[[], list[GapStats]]:
     out = []
     with np.errstate(divide='ignore', invalid='ignore'):
       for shape, futures in jobs:
-        if not futures:
-          out.append(GapStats(*(np.zeros((0,), np.int32 if f == 'rank' else
-                                         np.float32)
-                                for f in GapStats._fields)))
-          continue
-        s, fro, exponent = (np.stack(v) for v in zip(
-            *(f.result(timeout=HOST_TIMEOUT_S) for f in futures)))
+        if futures:
+          s, fro, exponent = (np.stack(v) for v in zip(
+              *(f.result(timeout=HOST_TIMEOUT_S) for f in futures)))
+        else:  # An empty stack.
+          s, fro, exponent = (np.zeros((0, min(shape[-2:]))), np.zeros(0),
+                              np.zeros(0, np.int32))
         factors = _factors([jax.ShapeDtypeStruct(shape, np.float32)],
                            rank_tol, 'host')
         out.append(_finish(s, fro, exponent, factors, np))
