@@ -14,7 +14,8 @@ SVD on planted spectra, 64x192 .. 1024x3072 and 3072x1024, levels
   2-core CPU, against 299 ms for float64 ``eigvalsh`` (which also computes
   eigenvectors) and 291 ms for a float32 SVD.
 - ``"host"``: the same float64 Gram (BLAS ``syrk``) and values-only LAPACK
-  ``syevr``, on the host CPU through ``jax.pure_callback``. The momenta go
+  ``syevr``, on the host CPU through a pure callback
+  (``_callback.host_callback``). The momenta go
   to the host in their own dtype; float32 statistics come back, so the
   device runs no float64 at all (TPU has none). Same statistics, rank floor
   and resolution as ``"float64"``; the matrices are spread over the host's
@@ -47,6 +48,7 @@ import numpy as np
 from scipy.linalg import blas as scipy_blas
 from scipy.linalg import lapack as scipy_lapack
 
+from mimuon_optax import _callback
 from mimuon_optax import _context
 from mimuon_optax import _distributed
 from mimuon_optax import _matrix
@@ -376,9 +378,9 @@ def _host_stats(stacks, rank_tol) -> list[GapStats]:
   the program has no float64 at all (what a TPU needs). An exception on the
   host surfaces as a Python error from the jitted call.
   """
-  return jax.pure_callback(
+  return _callback.host_callback(
       lambda *xs: _host_submit(xs, rank_tol)(), _stats_shapes(stacks),
-      *stacks, vmap_method='sequential')
+      *stacks)
 
 
 class _Pending:
@@ -421,13 +423,13 @@ def start_host_gaps(
   the device ops one after the other, so the single-callback path cannot
   overlap them. Same numbers as the single callback, bit for bit.
   """
-  ticket = jax.pure_callback(
+  ticket = _callback.host_callback(
       functools.partial(_PENDING.start, rank_tol),
-      jax.ShapeDtypeStruct((), jnp.int32), *stacks, vmap_method='sequential')
+      jax.ShapeDtypeStruct((), jnp.int32), *stacks)
 
   def finish(dependency: jax.Array) -> list[GapStats]:
-    return jax.pure_callback(_PENDING.finish, _stats_shapes(stacks), ticket,
-                             dependency, vmap_method='sequential')
+    return _callback.host_callback(_PENDING.finish, _stats_shapes(stacks),
+                                   ticket, dependency)
 
   return ticket, finish
 
@@ -446,9 +448,9 @@ def singular_values(x_BxMxN: jax.Array, *, precision: str = 'auto'
           _host_singular_values, w)))
       return np.ldexp(s_BxK, exponent_B[:, None]).astype(np.float32)
     k = min(x_BxMxN.shape[-2:])
-    return jax.pure_callback(
+    return _callback.host_callback(
         host, jax.ShapeDtypeStruct((x_BxMxN.shape[0], k), jnp.float32),
-        x_BxMxN, vmap_method='sequential')
+        x_BxMxN)
   w, exponent_B = _wide(x_BxMxN)
   if precision == 'float32':
     s = jnp.sort(jnp.linalg.svd(w, compute_uv=False), axis=-1)

@@ -14,6 +14,8 @@ from typing import Callable
 
 import jax
 
+from mimuon_optax import _callback
+
 
 def limit_openblas_threads() -> None:
   """Sets ``OPENBLAS_NUM_THREADS=1`` unless the user set it.
@@ -91,7 +93,8 @@ def auto_gate_precision(mesh: jax.sharding.Mesh | None = None) -> str:
   - CPU: ``"host"``: the same float64 numbers from LAPACK ``syevr`` in a
     callback beat the in-graph tridiagonalization + bisection
     (``python -m benchmarks.step_time --preset small``; numbers in
-    ``benchmarks/RESULTS.md``), except where :func:`host_callback_hangs`.
+    ``benchmarks/RESULTS.md``), except where :func:`host_callback_hangs`
+    (then ``"float64"``).
   - GPU: ``"float64"`` until a device measurement says otherwise (the host
     path would copy every momentum to the host each step).
 
@@ -107,23 +110,24 @@ def auto_gate_precision(mesh: jax.sharding.Mesh | None = None) -> str:
 def host_callback_hangs(mesh: jax.sharding.Mesh | None) -> bool:
   """Whether the host gate's callback can deadlock here.
 
-  True where one process drives several CPU devices (the simulated devices
-  of ``--xla_force_host_platform_device_count``): with or without ``mesh=``.
   ``jax.pure_callback`` first copies its operands onto CPU device 0 and
-  waits for the copy, which needs a thread of XLA:CPU's pool; when every
-  device's step is parked in a callback (``mesh=``: one per device) or in a
-  collective waiting for device 0 (plain GSPMD, which gives device 0 the
-  callback), no thread is left to make it (seen with 8 simulated devices on
-  2 cores, jaxlib 0.10.2: ``experiments.train_lm --mesh 2x4`` hung). One CPU
-  device per process (a pod's host, a 2-process rehearsal with one device
-  each) is not affected, nor are accelerators, whose steps do not run on
-  that pool. ``"auto"`` picks ``"float64"`` there, and an explicit
-  ``"host"`` is refused.
+  waits for the copy, which needs a thread of XLA:CPU's pool. Where one
+  process drives several CPU devices (the simulated devices of
+  ``--xla_force_host_platform_device_count``), every device's step can be
+  parked in a callback (``mesh=``: one per device) or in a collective
+  waiting for device 0 (plain GSPMD, which gives device 0 the callback), and
+  no thread is left to make the copy (seen with 8 simulated devices on 2
+  cores, jaxlib 0.10.2: ``experiments.train_lm --mesh 2x4`` hung).
 
-  Delete when XLA:CPU copies a callback's operands without the pool
-  (re-check with ``tests/test_host_gate.py`` and ``tests/test_sharding.py``).
+  The gate's callback (``_callback.host_callback``) skips that copy, so this
+  is False wherever ``_callback.DIRECT`` (the jax versions whose private
+  callback pieces it reuses); on other versions it is True in that
+  several-CPU-devices case, where ``"auto"`` picks ``"float64"`` and an
+  explicit ``"host"`` is refused. One CPU device per process (a pod's host,
+  a 2-process rehearsal with one device each) and accelerators, whose steps
+  do not run on that pool, are never affected.
   """
-  if not on_cpu(mesh):
+  if _callback.DIRECT or not on_cpu(mesh):
     return False
   devices = getattr(mesh, 'devices', None)
   if devices is None or not hasattr(devices, 'flat'):

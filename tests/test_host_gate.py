@@ -262,11 +262,11 @@ def test_host_gate_overlaps_newton_schulz_in_two_callbacks():
     return str(jax.make_jaxpr(tx.update)(params, tx.init(params), params))
 
   text = jaxpr()
-  assert text.count('pure_callback') == 2
-  assert text.index('pure_callback') < text.index('optimization_barrier')
+  assert text.count('mimuon_host_callback') == 2
+  assert text.index('mimuon_host_callback') < text.index('optimization_barrier')
   assert text.index('optimization_barrier') < text.rindex('dot_general')
-  assert text.rindex('dot_general') < text.rindex('pure_callback')
-  assert jaxpr(gap_every=2).count('pure_callback') == 1
+  assert text.rindex('dot_general') < text.rindex('mimuon_host_callback')
+  assert jaxpr(gap_every=2).count('mimuon_host_callback') == 1
 
 
 def test_auto_per_backend(monkeypatch):
@@ -284,14 +284,15 @@ def test_auto_per_backend(monkeypatch):
 
 
 @pytest.mark.slow
-def test_several_cpu_devices_in_one_process_never_run_the_host_callback():
-  """8 simulated CPU devices: auto takes float64; "host" is refused.
+def test_several_cpu_devices_in_one_process_run_the_host_gate():
+  """8 simulated CPU devices: "host" (auto) matches one device within 1e-5.
 
-  Such a step can park every XLA:CPU thread in a callback while the
-  callback waits for a copy (``_platform.host_callback_hangs``), so "host"
-  raises a ValueError up front instead of hanging; the mesh step under
-  "auto" matches the one-device host step within 1e-5. Idle: ~20 s; the
-  limit catches hangs.
+  ``jax.pure_callback`` would park every XLA:CPU thread here (its operand
+  copy onto device 0 needs one, ``_platform.host_callback_hangs``); the
+  gate's own callback (``_callback.host_callback``) skips that copy, so
+  with ``mesh=`` (one callback per device) and with plain GSPMD (device 0's
+  callback while the others wait in a collective) the steps finish and
+  equal the one-device float64 run. Idle: ~25 s; the limit catches hangs.
   """
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=os.environ.get('XLA_FLAGS', '')
@@ -301,12 +302,66 @@ def test_several_cpu_devices_in_one_process_never_run_the_host_callback():
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-6000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert result['auto'] == ['float64', 'float64']  # mesh=, and plain GSPMD
-  assert result['max_err'] < 1e-5
-  assert result['decisions_equal']
+  assert result['auto'] == ['host', 'host']  # mesh=, and plain GSPMD
   assert 0 < result['orth_fraction'] < 1
-  for error in result['host_errors']:
-    assert 'several CPU devices' in error
+  for run in ('mesh', 'gspmd'):
+    assert result[run]['max_err'] < 1e-5, result
+    assert result[run]['decisions_equal'], result
+
+
+def test_host_callback_hangs_only_without_the_direct_callback(monkeypatch):
+  """The refusal is kept for jax versions whose callback pieces differ."""
+  from mimuon_optax import _callback, _gap, _platform  # pylint: disable=import-outside-toplevel
+  class Device:
+    def __init__(self, process):
+      self.process_index = process
+
+  class Mesh:
+    def __init__(self, processes):
+      self.devices = np.array([Device(p) for p in processes])
+
+  monkeypatch.setattr(_platform, 'on_cpu', lambda mesh: True)
+  assert _callback.DIRECT
+  assert not _platform.host_callback_hangs(Mesh([0, 0, 0, 0]))
+  monkeypatch.setattr(_callback, 'DIRECT', False)
+  assert _platform.host_callback_hangs(Mesh([0, 0, 0, 0]))
+  assert not _platform.host_callback_hangs(Mesh([0, 1]))  # a pod's hosts
+  assert _gap.resolve_precision('auto', Mesh([0, 0])) == 'float64'
+  with pytest.raises(ValueError, match='several CPU devices'):
+    _gap.resolve_precision('host', Mesh([0, 0]))
+
+
+def test_host_callback_is_pure_callback_without_the_copy():
+  """host_callback gives jax.pure_callback's values, without the copy.
+
+  Under jit, vmap (sequential) and eagerly; the function gets numpy arrays;
+  grads raise, as pure_callback's do.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from mimuon_optax import _callback  # pylint: disable=import-outside-toplevel
+  seen = []
+
+  def fn(x, y):
+    seen.append(type(x))
+    return {'s': np.asarray(x * 2 + y['b'], np.float32)}
+
+  shapes = {'s': jax.ShapeDtypeStruct((3,), jnp.float32)}
+  x = jnp.arange(3.0)
+  y = {'b': jnp.ones(3)}
+  want = jax.pure_callback(fn, shapes, x, y)['s']
+  got = jax.jit(lambda a, b: _callback.host_callback(fn, shapes, a, b))(x, y)
+  np.testing.assert_array_equal(got['s'], want)
+  np.testing.assert_array_equal(
+      _callback.host_callback(fn, shapes, x, y)['s'], want)
+  assert seen[-1] is np.ndarray
+  xs = jnp.stack([x, x + 1])
+  batched = jax.vmap(lambda a: _callback.host_callback(fn, shapes, a, y))(xs)
+  np.testing.assert_array_equal(batched['s'],
+                                np.stack([want, np.asarray(want) + 2]))
+  with pytest.raises(ValueError, match='JVP'):
+    jax.grad(lambda a: _callback.host_callback(fn, shapes, a, y)['s'].sum()
+             )(x)
 
 
 @pytest.mark.slow
@@ -370,7 +425,6 @@ def case_mesh() -> dict:
   """Runs in a subprocess with 8 CPU devices (see the test above)."""
   import jax  # pylint: disable=import-outside-toplevel
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
-  import mimuon_optax as mo  # pylint: disable=import-outside-toplevel
   from mimuon_optax import _gap  # pylint: disable=import-outside-toplevel
   auto = (jax.sharding.AxisType.Auto,) * 2
   mesh8 = jax.make_mesh((2, 4), ('data', 'fsdp'), axis_types=auto)
@@ -378,25 +432,18 @@ def case_mesh() -> dict:
                         devices=jax.devices()[:1])
   specs = {'w_in': P(None, 'fsdp'), 'w_out': P('fsdp', None),
            'layers': P(('data', 'fsdp')), 'bias': P()}
-  p1, d1 = _train(mesh1, 'host', {k: NamedSharding(mesh1, P())
-                                  for k in SHAPES})
-  p8, d8 = _train(mesh8, 'auto', {k: NamedSharding(mesh8, v)
-                                  for k, v in specs.items()})
-  errors = []
-  for mesh in (mesh8, None):
-    try:
-      mo.mimuon(0.02, precision='host', mesh=mesh)
-      errors.append('')
-    except ValueError as e:
-      errors.append(str(e))
-  return {
-      'auto': [_gap.resolve_precision('auto', mesh8),
-               _gap.resolve_precision('auto')],
-      'max_err': max(float(np.max(np.abs(p1[k] - p8[k]))) for k in p1),
-      'decisions_equal': bool(np.array_equal(d1, d8)),
-      'orth_fraction': float(d1.mean()),
-      'host_errors': errors,
-  }
+  p1, d1 = _train(mesh1, 'float64', {k: NamedSharding(mesh1, P())
+                                     for k in SHAPES})
+  sharded = {k: NamedSharding(mesh8, v) for k, v in specs.items()}
+  out = {'auto': [_gap.resolve_precision('auto', mesh8),
+                  _gap.resolve_precision('auto')],
+         'orth_fraction': float(d1.mean())}
+  for name, mesh in (('mesh', mesh8), ('gspmd', None)):
+    p8, d8 = _train(mesh, 'host', sharded)
+    out[name] = {
+        'max_err': max(float(np.max(np.abs(p1[k] - p8[k]))) for k in p1),
+        'decisions_equal': bool(np.array_equal(d1, d8))}
+  return out
 
 
 def case_pod() -> dict:
