@@ -25,7 +25,25 @@ if TYPE_CHECKING:
   from experiments import tau_sweep
 
 METRICS = ("train_loss", "val_loss", "test_loss", "gap", "test_acc",
-           "orth_frac")
+           "orth_frac", "val_change_last20")
+# A run has converged when its validation loss changed by less than this
+# (relative) over the last LAST_FRACTION of its steps (issue 25).
+CONVERGED_CHANGE = 0.01
+LAST_FRACTION = 0.2
+
+
+def last_change(run: dict, fraction: float = LAST_FRACTION) -> float | None:
+  """Relative change of validation loss over the last `fraction` of steps.
+
+  (val at the end - val at the last evaluation at or before (1 - fraction)
+  * steps) / the latter; None when the curve has no such earlier point.
+  """
+  curve = run["curve"]
+  start = [c for c in curve if c["step"] <= (1 - fraction) * run["steps"]]
+  if not start or start[-1]["step"] == curve[-1]["step"]:
+    return None
+  before, end = start[-1]["val_loss"], curve[-1]["val_loss"]
+  return (end - before) / before
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -40,6 +58,10 @@ def summarize(cfg: tau_sweep.TauSweepConfig, arms: Sequence[tau_sweep.Arm], runs
   finals = {a.name: sorted((r for r in runs if r["arm"] == a.name and
                             r["role"] != "sweep"), key=lambda r: r["seed"])
             for a in arms}
+  for r in runs:
+    change = last_change(r)
+    if change is not None:
+      r["val_change_last20"] = change
   rows = []
   for arm in arms:
     group = finals[arm.name]
@@ -47,6 +69,9 @@ def summarize(cfg: tau_sweep.TauSweepConfig, arms: Sequence[tau_sweep.Arm], runs
            "sgd_scale": arm.sgd_scale if arm.optimizer == "mimuon" else "",
            "lr": chosen[arm.name], "seeds": len(group),
            "wall_s_per_run": float(np.mean([r["wall_s"] for r in group]))}
+    if all("val_change_last20" in r for r in group):
+      row["converged"] = sum(abs(r["val_change_last20"]) < CONVERGED_CHANGE
+                             for r in group)
     for m in METRICS:
       if all(m in r for r in group):
         row[f"{m}_mean"], row[f"{m}_std"] = mean_std([r[m] for r in group])
@@ -114,6 +139,7 @@ def write_outputs(cfg: tau_sweep.TauSweepConfig, out: pathlib.Path, report: dict
       " (ddof 1) over seeds. Δ columns: paired per-seed difference to Muon,"
       " `*` where |mean| > 2 std / sqrt(seeds).", "", cal_text, "",
       reporting.markdown_table(headers, table_rows), "",
+      *convergence_text(rows),
       "## lr sweep (seed 0; chosen by validation loss)", "",
       reporting.markdown_table(["arm", "lr", "val loss", "test loss",
                                 "orth. fraction", "chosen"], sweep_rows), "",
@@ -127,6 +153,26 @@ def write_outputs(cfg: tau_sweep.TauSweepConfig, out: pathlib.Path, report: dict
       notes=[f"runs: {len(report['runs'])}",
              "regenerate: the command above (CPU; numbers vary with the"
              " machine only at rounding level)"])
+
+
+def convergence_text(rows: list[dict]) -> list[str]:
+  """results.md lines: per arm, the validation loss change over the last
+  LAST_FRACTION of steps and how many seeds count as converged."""
+  rows = [r for r in rows if "converged" in r]
+  if not rows:
+    return []
+  table = [[r["arm"], _pm(r, "val_loss"),
+            f"{100 * r['val_change_last20_mean']:+.2f}% ±"
+            f" {100 * r['val_change_last20_std']:.2f}%",
+            f"{r['converged']} / {r['seeds']}"] for r in rows]
+  return [
+      "## Convergence", "",
+      f"Relative change of validation loss over the last"
+      f" {LAST_FRACTION:.0%} of the steps (mean ± std over seeds); a run"
+      f" counts as converged when |change| < {CONVERGED_CHANGE:.0%}.", "",
+      reporting.markdown_table(["arm", "final val loss",
+                                f"change over the last {LAST_FRACTION:.0%}",
+                                "converged"], table), ""]
 
 
 def plot_summary(rows: list[dict], path: pathlib.Path,

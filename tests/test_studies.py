@@ -17,6 +17,7 @@ from experiments import data_text
 from experiments import gen_gap
 from experiments import qwen3_0_6b
 from experiments import tau_sweep
+from experiments import tau_sweep_report
 
 
 def check_sweep(report, seeds, arms=None):
@@ -78,6 +79,29 @@ def test_tau_sweep_lm_tiny(tmp_path):
     assert (out / name).stat().st_size > 0, name
   assert "python -m experiments.tau_sweep --task lm" in (
       out / "COMMAND.md").read_text()
+  # Convergence: 6 steps, evaluations at 3 and 6: the change from step 3.
+  for run in report["runs"]:
+    val = {c["step"]: c["val_loss"] for c in run["curve"]}
+    assert math.isclose(run["val_change_last20"],
+                        (val[6] - val[3]) / val[3], rel_tol=1e-9)
+  for row in report["rows"]:
+    assert 0 <= row["converged"] <= row["seeds"]
+  assert "## Convergence" in (out / "results.md").read_text()
+
+
+def test_last_change_reads_the_curve_at_eighty_percent():
+  """Planted curves: the change from the last evaluation at or before 80%."""
+  def run(steps, points):
+    return {"steps": steps, "curve": [{"step": s, "val_loss": v}
+                                      for s, v in points]}
+  change = tau_sweep_report.last_change
+  assert math.isclose(change(run(100, [(50, 4.0), (80, 2.0), (100, 1.99)])),
+                      -0.005)
+  # No evaluation exactly at 80: the one before it (70) is the start.
+  assert math.isclose(change(run(100, [(70, 2.5), (90, 2.2), (100, 2.0)])),
+                      -0.2)
+  assert change(run(100, [(100, 2.0)])) is None  # only the final point
+  assert change(run(100, [(90, 2.0), (100, 2.0)])) is None  # none <= 80
 
 
 @pytest.mark.slow
