@@ -16,7 +16,12 @@ Then, as in `lm_small_data`: arms AdamW, Muon and MiMuon at the calibrated
 taus of orthogonalized fraction 0.9 and 0.5 (rho quantiles of Muon's
 fine-tuning trajectory on the largest N, `tau_sweep.calibrate`); at every N
 each arm's lr is chosen on the domain's validation play with the first seed,
-every seed (batch order; the start is the same) trains at it. Reported: test
+every seed (batch order; the start is the same) trains at it. Muon and
+MiMuon train the non-matrix leaves (embeddings, norms, output head) with
+AdamW at round one's 3e-3 times `--grid-scale`, as the grids are scaled:
+unscaled, that AdamW part alone wrecks the pretrained start (at N = 8k,
+Muon's validation loss was 7.40 at every lr of its grid, against 6.03 for
+AdamW at 9e-5 and 6.10 at the start). Reported: test
 loss, test - train gap, paired MiMuon - Muon differences with round one's
 significance rule, log-log slopes vs N.
 
@@ -97,12 +102,17 @@ class LMFinetuneConfig:
 
 def sweep_config(cfg: LMFinetuneConfig, steps: int, grid_scale: float
                  ) -> tau_sweep.TauSweepConfig:
-  """The tau_sweep settings of the pretraining and the fine-tuning runs."""
+  """The tau_sweep settings of the pretraining and the fine-tuning runs.
+
+  `grid_scale` scales the AdamW lr of Muon's non-matrix leaves too (1.0,
+  the pretraining: round one's 3e-3).
+  """
   return tau_sweep.TauSweepConfig(
       task="lm", out=cfg.out, steps=steps, warmup_steps=cfg.warmup_steps,
       eval_every=min(cfg.eval_every, steps), seeds=cfg.seeds, taus=cfg.taus,
       calib_steps=cfg.calib_steps, sgd_scales=("none",),
       sweep_gated=cfg.sweep_gated, grid_scale=grid_scale,
+      adam_lr=tau_sweep.ADAM_LR["lm"] * grid_scale,
       grid_points=cfg.grid_points, model_preset=cfg.model_preset,
       tokenizer="qwen3", seq_len=cfg.seq_len, batch_size=cfg.batch_size,
       eval_batches=cfg.eval_batches)

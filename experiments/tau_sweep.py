@@ -114,6 +114,9 @@ class TauSweepConfig:
   grid_scale: float = field(1.0, "multiplies every lr grid (tests)",
                             positive=True)
   grid_points: int = field(3, "lrs per grid (the middle ones)", minimum=1)
+  adam_lr: float | None = field(
+      None, "AdamW lr of Muon/MiMuon's non-matrix leaves (embeddings, norms,"
+      " head); none: 3e-3 (round one's)", positive=True)
   # lm
   model_preset: str = field("tiny", "lm: model size", choices=train_lm.PRESETS)
   tokenizer: str = field("qwen3", "lm: tokenizer",
@@ -300,7 +303,8 @@ def vision_task(cfg: Any, splits=None, train_size: int | None = None,
 def optimizer(cfg: TauSweepConfig, task: Task, arm: Arm, lr: float,
               steps: int) -> optax.GradientTransformation:
   opt_cfg = optimizers.OptimizerConfig(
-      optimizer=arm.optimizer, lr=lr, adam_lr=ADAM_LR[cfg.task],
+      optimizer=arm.optimizer, lr=lr,
+      adam_lr=getattr(cfg, "adam_lr", None) or ADAM_LR[cfg.task],
       warmup_steps=min(cfg.warmup_steps, steps - 1), tau=arm.tau,
       sgd_scale=arm.sgd_scale)
   return optimizers.make_optimizer(opt_cfg, cfg.task, steps, task.dims)[0]

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from experiments import size_study
+from experiments import tau_sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -135,6 +136,25 @@ def test_finetune_domain_is_unseen_by_pretraining():
   with pytest.raises(ValueError, match="unknown plays"):
     lm_finetune.pretrain_plays(
         lm_finetune.LMFinetuneConfig(ft_test_plays=("henry_xi",)))
+
+
+def test_finetune_scales_the_adamw_lr_of_non_matrix_leaves(monkeypatch):
+  """Muon's AdamW part follows --grid-scale in fine-tuning, not in
+  pretraining; tau_sweep.optimizer passes it on."""
+  from experiments import lm_finetune
+  from experiments import optimizers
+  cfg = lm_finetune.LMFinetuneConfig(grid_scale=0.03)
+  assert math.isclose(lm_finetune.sweep_config(cfg, 10, 0.03).adam_lr, 9e-5)
+  assert math.isclose(lm_finetune.sweep_config(cfg, 10, 1.0).adam_lr, 3e-3)
+  seen = []
+  monkeypatch.setattr(optimizers, "make_optimizer",
+                      lambda opt_cfg, *a: seen.append(opt_cfg) or (None,))
+  task = tau_sweep.Task(None, None, None, None, None, {})
+  arm = tau_sweep.Arm("muon", "muon", "muon")
+  tau_sweep.optimizer(lm_finetune.sweep_config(cfg, 10, 0.03), task, arm,
+                      1e-4, 10)
+  tau_sweep.optimizer(tau_sweep.TauSweepConfig(), task, arm, 1e-4, 10)
+  assert [c.adam_lr for c in seen] == [pytest.approx(9e-5), 3e-3]
 
 
 @pytest.mark.slow
