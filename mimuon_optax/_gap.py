@@ -94,7 +94,7 @@ def _real_dtype(x) -> np.dtype:
   return np.dtype(np.complex64 if jnp.iscomplexobj(x) else np.float32)
 
 
-def _wide(x_BxMxN, xp=jnp) -> tuple[jax.Array, jax.Array]:
+def _wide(x_BxMxN, xp=jnp) -> tuple[Any, Any]:
   """float32 (complex64), with M <= N, scaled to max |x| in [1/2, 1).
 
   The scale, a power of two 2^e (``_matrix.pow2_exponent``; exact), makes
@@ -102,8 +102,21 @@ def _wide(x_BxMxN, xp=jnp) -> tuple[jax.Array, jax.Array]:
   squaring 1e20 entries). Transposing keeps the singular values (of a
   complex matrix too). Returns the scaled matrices and e, shape (B,).
   Inf/NaN inputs become NaN, so that every statistic is NaN. ``xp``:
-  ``jax.numpy``, or ``numpy`` on the host.
+  ``jax.numpy``, or ``numpy`` on the host, where a real matrix takes three
+  passes over its entries (max, min, scaling), the same numbers bit for bit.
   """
+  if xp is np and not np.iscomplexobj(x_BxMxN):
+    x = x_BxMxN.astype(np.float32, copy=False)
+    if x.shape[-2] > x.shape[-1]:
+      x = np.swapaxes(x, -1, -2)
+    top_B = (np.maximum(x.max(axis=(-2, -1)), -x.min(axis=(-2, -1)))
+             if x.size else np.zeros(x.shape[:-2], np.float32))
+    finite_B = np.isfinite(top_B)  # NaN or Inf anywhere: NaN or Inf here
+    exponent_B = np.frexp(np.where(finite_B & (top_B > 0), top_B,
+                                   np.float32(0.5)))[1]
+    w = np.ldexp(x, -exponent_B[:, None, None])
+    w[~finite_B] = np.nan
+    return w, exponent_B
   x = x_BxMxN.astype(_real_dtype(x_BxMxN))
   if x.shape[-2] > x.shape[-1]:
     x = xp.swapaxes(x, -1, -2)
@@ -304,22 +317,11 @@ def _host_matrix(x_MxN: np.ndarray) -> tuple[Any, Any, Any]:
 
   The whole host job of one matrix, so that a worker thread does all of it
   and the callback that starts the jobs returns at once: :func:`_wide`'s
-  scaling (for a real matrix in fewer passes over it, same numbers bit for
-  bit), then :func:`_host_singular_values`.
+  scaling, then :func:`_host_singular_values`.
   """
-  if np.iscomplexobj(x_MxN):
-    w, exponent = _wide(x_MxN[None], np)
-    return (_host_singular_values(np.asarray(w[0])),
-            np.linalg.norm(w, axis=(-2, -1))[0], exponent[0])
-  x = x_MxN.astype(np.float32, copy=False)
-  x = x.T if x.shape[0] > x.shape[1] else x
-  top = max(x.max(), -x.min(), np.float32(0)) if x.size else np.float32(0)
-  if not np.isfinite(top):  # Inf/NaN entries: every statistic NaN.
-    return (np.full(x.shape[0], np.nan), np.float32(np.nan), np.int32(0))
-  exponent = np.frexp(top if top > 0 else np.float32(0.5))[1]
-  w = np.ldexp(x, -exponent)
-  return (_host_singular_values(w), np.linalg.norm(w[None], axis=(-2, -1))[0],
-          exponent)
+  w, exponent = _wide(x_MxN[None], np)
+  return (_host_singular_values(w[0]), np.linalg.norm(w, axis=(-2, -1))[0],
+          exponent[0])
 
 
 # Seconds a result may take on the host before the step raises instead of

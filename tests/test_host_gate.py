@@ -216,26 +216,37 @@ def test_host_threads_spread_matrices_and_give_the_same_stats(
 
 
 def test_host_job_scales_like_the_device_bit_for_bit(rng):
-  """_host_matrix (one pass scaling) == _wide + _host_singular_values.
+  """The host's _wide (fewer passes) == the device's, and _host_matrix
+  == _wide + _host_singular_values.
 
-  Same singular values, Frobenius norm and exponent, dtypes included, on
-  wide, tall, 1e30 and 1e-30 scales, zero, Inf, NaN, one row, bfloat16 and
-  complex inputs.
+  Same scaled matrix, exponent, singular values and Frobenius norm, dtypes
+  included, on wide, tall, 1e30 and 1e-30 scales, zero, Inf, NaN, one row,
+  bfloat16, complex inputs and a stack of matrices mixing those.
   """
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import ml_dtypes  # pylint: disable=import-outside-toplevel
   from mimuon_optax import _gap  # pylint: disable=import-outside-toplevel
   f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)
   cases = [f32(24, 72), f32(72, 24) * 1e30, f32(16, 16) * 1e-30,
            np.zeros((8, 24), np.float32),
            np.array([[1, np.inf], [0, 1]], np.float32),
+           np.array([[-np.inf, 1], [0, 1]], np.float32),
            np.array([[np.nan, 1, 2]], np.float32), np.ones((1, 5), np.float32),
            f32(16, 48).astype(ml_dtypes.bfloat16),
            (f32(12, 20) + 1j * f32(12, 20)).astype(np.complex64)]
-  for x in cases:
-    w, exponent = _gap._wide(x[None], np)  # pylint: disable=protected-access
+  stack = np.stack([f32(6, 9), f32(6, 9) * 1e-20, np.zeros((6, 9), np.float32),
+                    np.full((6, 9), np.nan, np.float32)])
+  for x in [c[None] for c in cases] + [stack]:
+    w, exponent = _gap._wide(x, np)  # pylint: disable=protected-access
+    w_dev, exponent_dev = _gap._wide(jnp.asarray(x))  # pylint: disable=protected-access
+    np.testing.assert_array_equal(w, np.asarray(w_dev))
+    np.testing.assert_array_equal(exponent, np.asarray(exponent_dev))
+    assert w.dtype == w_dev.dtype and exponent.dtype == exponent_dev.dtype
+    if len(x) > 1:
+      continue
     want = (_gap._host_singular_values(w[0]),  # pylint: disable=protected-access
             np.linalg.norm(w, axis=(-2, -1))[0], exponent[0])
-    got = _gap._host_matrix(x)  # pylint: disable=protected-access
+    got = _gap._host_matrix(x[0])  # pylint: disable=protected-access
     for a, b in zip(want, got):
       np.testing.assert_array_equal(a, b)
       assert np.asarray(a).dtype == np.asarray(b).dtype, (x.shape, x.dtype)
