@@ -64,24 +64,55 @@ def ns_flops(params, steps: int) -> float:
   return total
 
 
-def time_step(opt, params, grads, repeats):
-  state = opt.init(params)
+class Stepper:
+  """One optimizer's jitted ``update + apply_updates`` on its own copy of
+  the params, compiled and warmed up at construction, timed on demand."""
 
-  @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def step(params, state, grads):
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state, updates
+  def __init__(self, opt, params, grads):
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, state, grads):
+      updates, state = opt.update(grads, state, params)
+      return optax.apply_updates(params, updates), state, updates
 
-  params = jax.tree.map(jnp.copy, params)
-  params, state, updates = step(params, state, grads)  # compile + warm up
-  jax.block_until_ready(params)
-  times = []
-  for _ in range(repeats):
+    self._step, self.grads = step, grads
+    self.params = jax.tree.map(jnp.copy, params)
+    self.state = opt.init(params)
+    self.run()  # compile + warm up
+
+  def run(self) -> float:
+    """Seconds of one step, to ``block_until_ready``."""
     start = time.perf_counter()
-    params, state, updates = step(params, state, grads)
-    jax.block_until_ready((params, state))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times), updates, state
+    self.params, self.state, self.updates = self._step(
+        self.params, self.state, self.grads)
+    jax.block_until_ready((self.params, self.state))
+    return time.perf_counter() - start
+
+  def median(self, repeats: int) -> float:
+    return statistics.median(self.run() for _ in range(repeats))
+
+
+def time_step(opt, params, grads, repeats):
+  stepper = Stepper(opt, params, grads)
+  return stepper.median(repeats), stepper.updates, stepper.state
+
+
+def interleaved_rows(params, grads, ours, args):
+  """muon vs mimuon at defaults in alternating rounds (drift cancels)."""
+  steppers = [Stepper(mo.muon(**ours), params, grads),
+              Stepper(mo.mimuon(**ours), params, grads)]
+  print(f'\n# Interleaved: {args.rounds} rounds of (muon, mimuon at'
+        f' defaults), median of {args.repeats} steps each, same process')
+  print('| round | muon (ours) ms | mimuon (ours, defaults) ms |'
+        ' mimuon / muon |')
+  print('|---|---|---|---|')
+  ratios = []
+  for r in range(args.rounds):
+    muon, mimuon = (s.median(args.repeats) for s in steppers)
+    ratios.append(mimuon / muon)
+    print(f'| {r + 1} | {muon * 1e3:.1f} | {mimuon * 1e3:.1f} |'
+          f' {ratios[-1]:.2f}x |', flush=True)
+  print(f'| median | | | **{statistics.median(ratios):.2f}x**'
+        f' ({min(ratios):.2f}-{max(ratios):.2f}x) |', flush=True)
 
 
 def orthogonality(updates, lr, states=None):
@@ -110,6 +141,8 @@ def main():
   parser.add_argument('--dtype', choices=['float32', 'bfloat16'],
                       default='float32', help='parameter dtype')
   parser.add_argument('--repeats', type=int, default=10)
+  parser.add_argument('--rounds', type=int, default=6,
+                      help='interleaved muon / mimuon rounds (0: none)')
   parser.add_argument('--ns-steps', type=int, default=5)
   parser.add_argument('--ns-dtype', default='bfloat16',
                       help='Newton-Schulz dtype of our muon / mimuon')
@@ -165,6 +198,8 @@ def main():
     tflops = f'{flops / seconds / 1e12:.3f}' if uses_ns else ''
     print(f'| {name} | {seconds * 1e3:.1f} | {ratio("optax.contrib.muon")} |'
           f' {ratio("muon (ours)")} | {tflops} | {band} |', flush=True)
+  if args.rounds > 0:
+    interleaved_rows(params, grads, ours, args)
   wide_gate_rows(args)
 
 
