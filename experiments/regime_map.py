@@ -4,8 +4,11 @@
 
 Puts every size study on one figure: round one's `gen_gap` (CNN, MiMuon at
 Muon's lr), `cnn_small_data`, `cnn_small_data_lowlr` and `cnn_small_data_n1k`
-(CNN, each arm at its own lr, three grids), `lm_small_data` (tiny Qwen3) and `lm_finetune`,
-whichever of their result folders exist.
+(CNN, each arm at its own lr, three grids), `lm_small_data` (tiny Qwen3),
+`lm_small_data_16k_own_lr` (MiMuon's own lr at 16k) and `lm_finetune`, and
+the full-data tau sweeps as one point each (round one's `tau_sweep_vision`
+and `tau_sweep_lm`, and `lm_converge`, the LM run ~7x longer), whichever of
+their result folders exist (results.json, or a tau sweep's runs.json).
 The x axis is the number of passes over the N training items that a run's
 budget makes (steps x items per step / N: epochs), the quantity that sets
 how far a run can overfit and the one both tasks share; the y axis is the
@@ -47,9 +50,25 @@ STUDIES = {
                            lambda c: 8 * c["batch_size"], "examples"),
     "lm_small_data": ("LM (tiny Qwen3), small data",
                       lambda c: c["batch_size"] * c["seq_len"], "tokens"),
+    "lm_small_data_16k_own_lr": (
+        "LM (tiny Qwen3), small data, each at its own lr",
+        lambda c: c["batch_size"] * c["seq_len"], "tokens"),
     "lm_finetune": ("LM (tiny Qwen3), fine-tuning",
                     lambda c: c["batch_size"] * c["seq_len"], "tokens"),
+    # Full-data tau sweeps (runs.json; N: the whole training split).
+    "tau_sweep_vision": ("CNN, full data (round one)",
+                         lambda c: 8 * c["batch_size"], "examples"),
+    "tau_sweep_lm": ("LM (tiny Qwen3), full data (round one)",
+                     lambda c: c["batch_size"] * c["seq_len"], "tokens"),
+    "lm_converge": ("LM (tiny Qwen3), full data, towards convergence",
+                    lambda c: c["batch_size"] * c["seq_len"], "tokens"),
 }
+
+
+def training_items(report: dict[str, Any]) -> int | None:
+  """A full-data run's N: its task's training tokens or examples."""
+  task = report.get("task", {})
+  return task.get("train_tokens") or task.get("train")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +89,8 @@ def paired_rows(study: str, report: dict[str, Any]) -> list[dict[str, Any]]:
   finals: dict[tuple, float] = {}
   for r in report["runs"]:
     if r.get("role", "final") != "sweep" and not r.get("diverged", False):
-      finals[r["n"], r["arm"], r["seed"]] = r["test_loss"]
+      n = r["n"] if "n" in r else training_items(report)
+      finals[n, r["arm"], r["seed"]] = r["test_loss"]
   rows = []
   for n, arm in dict.fromkeys((n, a) for n, a, _ in finals):
     if not arm.startswith("mimuon"):
@@ -128,7 +148,10 @@ def run(cfg: RegimeMapConfig, command: str = "") -> list[dict[str, Any]]:
   for study in cfg.studies:
     path = pathlib.Path(cfg.results, study, "results.json")
     if not path.exists():
-      print(f"{study}: no {path}, skipped", flush=True)
+      path = path.with_name("runs.json")  # a tau sweep's
+    if not path.exists():
+      print(f"{study}: no results.json or runs.json in {path.parent},"
+            " skipped", flush=True)
       continue
     report = json.loads(path.read_text())
     rows += paired_rows(study, report)

@@ -251,3 +251,27 @@ def test_regime_map_pairs_each_seed_with_muon(tmp_path):
   assert "-0.2000 ± 0.1000 *" in (out / "regime_map.md").read_text()
   with pytest.raises(FileNotFoundError, match="--studies"):
     regime_map.main(["--results", str(tmp_path / "none"), "--out", str(out)])
+
+
+def test_regime_map_reads_a_full_data_tau_sweep(tmp_path):
+  """A tau sweep's runs.json (no per-run N) is one point at the task's N."""
+  from experiments import regime_map
+  runs = [{"arm": a, "seed": s, "test_loss": v, "role": "final"}
+          for s, (m, g) in enumerate([(5.0, 5.1), (5.2, 5.2), (4.9, 5.1)])
+          for a, v in (("muon", m), ("mimuon-0.687-none", g))]
+  report = {"config": {"steps": 2000, "batch_size": 8, "seq_len": 64,
+                       "seeds": [0, 1, 2]},
+            "task": {"train_tokens": 1_024_000}, "runs": runs}
+  folder = tmp_path / "results" / "lm_converge"
+  folder.mkdir(parents=True)
+  (folder / "runs.json").write_text(json.dumps(report))
+  out = tmp_path / "map"
+  rows = regime_map.main(["--results", str(tmp_path / "results"),
+                          "--studies", "lm_converge", "--out", str(out)])
+  (row,) = rows
+  assert row["n"] == 1_024_000 and row["epochs"] == 2000 * 512 / 1_024_000
+  diffs = np.array([0.1, 0.0, 0.2])
+  np.testing.assert_allclose(row["d_test_loss_mean"], diffs.mean(),
+                             atol=1e-12)
+  np.testing.assert_allclose(row["d_test_loss_std"], diffs.std(ddof=1),
+                             atol=1e-12)
