@@ -91,3 +91,15 @@ def test_zero_budget_skips_every_measurement(tmp_path):
   for name in ITEM_NAMES[1:]:
     assert items[name]['status'] == 'skipped', name
     assert items[name]['reason'].startswith('budget'), name
+
+
+def test_host_parts_times_the_copy_and_the_host_work():
+  """The host gate's split (device-to-host copy, host LAPACK) runs on CPU."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from benchmarks import accelerator_check  # pylint: disable=import-outside-toplevel
+  stacks = [jax.random.normal(jax.random.key(0), (2, 16, 48)),
+            jax.random.normal(jax.random.key(1), (1, 32, 8))]
+  parts = accelerator_check.host_parts(stacks, 2)
+  assert set(parts) == {'device-to-host copy ms',
+                        'host LAPACK + statistics ms'}
+  assert all(v > 0 for v in parts.values())
