@@ -23,6 +23,7 @@ refuses ``"host"`` where the copy could deadlock; see
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, Optional
 
 import jax
@@ -41,7 +42,13 @@ try:  # Private jax API: the same pieces jax.pure_callback is made of.
              _jcb.emit_python_callback, _jcb.pure_callback_abstract_eval,
              _jcb.pure_callback_jvp_rule, _jcb.pure_callback_transpose_rule,
              _ffi.ffi_batching_rule)
-except (ImportError, AttributeError):  # pragma: no cover (other jax versions)
+  # The calls below as jax 0.10 spells them; another spelling: fall back.
+  if not ({'has_side_effect', 'returns_token', 'sharding'}
+          <= set(inspect.signature(_jcb.emit_python_callback).parameters)
+          and len(inspect.signature(_jcb._callback_op_sharding).parameters)  # pylint: disable=protected-access
+          == 3):
+    _PIECES = None  # pragma: no cover
+except (ImportError, AttributeError, TypeError, ValueError):  # pragma: no cover
   _PIECES = None
 
 DIRECT = _PIECES is not None
