@@ -93,8 +93,8 @@ def paired_rows(study: str, report: dict[str, Any]) -> list[dict[str, Any]]:
       finals[n, r["arm"], r["seed"]] = r["test_loss"]
   rows = []
   for n, arm in dict.fromkeys((n, a) for n, a, _ in finals):
-    if not arm.startswith("mimuon"):
-      continue
+    if not (arm.startswith("mimuon") and arm.endswith("-none")):
+      continue  # The paper's MiMuon only (round one's rms_match arm is not)
     diffs = [v - finals[n, "muon", s] for (m, a, s), v in finals.items()
              if (m, a) == (n, arm) and (n, "muon", s) in finals]
     if not diffs:
@@ -112,7 +112,7 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(8, 5))
+  fig, ax = plt.subplots(figsize=(13, 5.5))
   series = list(dict.fromkeys((r["study"], r["arm"]) for r in rows))
   for i, (study, arm) in enumerate(series):
     sel = sorted((r for r in rows if (r["study"], r["arm"]) == (study, arm)),
@@ -137,7 +137,7 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
   ax.set_ylabel("paired Δ test loss, MiMuon - Muon (< 0: MiMuon better)")
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=7, title="bars: ±std over seeds; filled: significant",
-            title_fontsize=7)
+            title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   fig.suptitle("Where MiMuon helps: every size study on one map", fontsize=10)
   plots.save_figure(fig, path)
 
