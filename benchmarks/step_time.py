@@ -11,8 +11,17 @@ band of update / (lr * shape scale) over the matrices that took a Muon step).
   python -m benchmarks.step_time --preset qwen3_0_6b --dtype float32
   python -m benchmarks.step_time --scaling 256,512,1024,2048,4096
   python -m benchmarks.step_time --gram --repeats 5
+  python -m benchmarks.step_time --train-step 8,128 --rounds 6
+  python -m benchmarks.step_time --host-job --preset qwen3_0_6b
 
 ``--scaling`` instead times muon / mimuon on one square matrix per size.
+``--train-step B,T`` times a whole jitted training step (forward, backward,
+optimizer) of a Qwen3 shaped like the preset (bf16 activations, float32
+params, B sequences of T tokens), in interleaved rounds: where the gate's
+host work can overlap the forward and backward pass (``lagged_gate``).
+``--host-job`` times the host gate's float64 work alone (scaling, ``syrk``
+Gram, values-only ``syevr``), one matrix per shape on one thread, and sums
+it over the preset: the core-seconds per step an accelerator host must find.
 ``--gram`` times Gram Newton-Schulz against standard Newton-Schulz (issue
 24) per shape and dtype, and over aspect ratios for the crossover.
 """
@@ -29,8 +38,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy
+from flax import nnx
 
 import mimuon_optax as mo
+from mimuon_optax import _gap
+from mimuon_optax import training
+from mimuon_optax.models.qwen3 import Qwen3Config, Qwen3ForCausalLM
+from mimuon_optax.models.qwen3 import qwen3_weight_dimension_numbers
+from mimuon_optax.models.qwen3.loss import next_token_loss
 
 # (layers, hidden, intermediate, heads * head_dim, kv_heads * head_dim)
 PRESETS = {
@@ -82,13 +98,125 @@ class Stepper:
   def run(self) -> float:
     """Seconds of one step, to ``block_until_ready``."""
     start = time.perf_counter()
-    self.params, self.state, self.updates = self._step(
-        self.params, self.state, self.grads)
+    self._advance()
     jax.block_until_ready((self.params, self.state))
     return time.perf_counter() - start
 
+  def _advance(self) -> None:
+    self.params, self.state, self.updates = self._step(
+        self.params, self.state, self.grads)
+
   def median(self, repeats: int) -> float:
     return statistics.median(self.run() for _ in range(repeats))
+
+
+class TrainStepper(Stepper):
+  """A whole jitted training step of a Qwen3 model on fixed tokens.
+
+  ``training.make_train_step`` (forward, backward, optimizer), timed like
+  :class:`Stepper`.
+  """
+
+  def __init__(self, opt, graphdef, params, tokens):  # pylint: disable=super-init-not-called
+    self._step = training.make_train_step(opt, next_token_loss,
+                                          graphdef=graphdef)
+    self.tokens = tokens
+    self.params = jax.tree.map(jnp.copy, params)
+    self.state = opt.init(params)
+    self.run()  # compile + warm up
+
+  def _advance(self) -> None:
+    self.params, self.state, self.loss = self._step(
+        self.params, self.state, self.tokens)
+
+
+def qwen3_config(preset: str) -> Qwen3Config:
+  """A Qwen3 with the preset's matrix shapes (the 0.6B one itself)."""
+  if preset == 'qwen3_0_6b':
+    return Qwen3Config.qwen3_0_6b(dtype=jnp.bfloat16, scan_layers=True)
+  layers, d, f, q, kv = PRESETS[preset]
+  head_dim = 32
+  return Qwen3Config.tiny(
+      hidden_size=d, intermediate_size=f, num_hidden_layers=layers,
+      num_attention_heads=q // head_dim, num_key_value_heads=kv // head_dim,
+      head_dim=head_dim, dtype=jnp.bfloat16, scan_layers=True)
+
+
+def train_step_rows(args):
+  """Whole training steps, one interleaved round of every arm at a time."""
+  batch, seq = (int(v) for v in args.train_step.split(','))
+  cfg = qwen3_config(args.preset)
+  graphdef, state = nnx.split(Qwen3ForCausalLM(cfg, rngs=nnx.Rngs(0)),
+                              nnx.Param)
+  params = nnx.as_pure(state)
+  dims = qwen3_weight_dimension_numbers(params)
+  tokens = jax.random.randint(jax.random.key(3), (batch, seq + 1), 0,
+                              cfg.vocab_size)
+  ours = dict(learning_rate=0.02, ns_steps=args.ns_steps,
+              ns_dtype=args.ns_dtype, weight_dimension_numbers=dims)
+  arms = {
+      'optax.adamw': optax.adamw(0.02),
+      'muon (ours)': mo.muon(**ours),
+      'mimuon (ours, defaults)': mo.mimuon(**ours),
+      'mimuon (ours, lagged_gate=True)': mo.mimuon(**ours, lagged_gate=True),
+      'mimuon (ours, gap_every=4)': mo.mimuon(**ours, gap_every=4),
+      'mimuon (ours, gap_every=4, lagged_gate=True)': mo.mimuon(
+          **ours, gap_every=4, lagged_gate=True),
+  }
+  steppers = {name: TrainStepper(opt, graphdef, params, tokens)
+              for name, opt in arms.items()}
+  n_params = sum(x.size for x in jax.tree.leaves(params))
+  print(f'# device: {jax.devices()[0].device_kind} ({jax.default_backend()}),'
+        f' {platform.processor() or platform.machine()}, jax'
+        f' {jax.__version__}, optax {optax.__version__}')
+  print(f'# whole training step of a Qwen3 shaped like preset {args.preset}'
+        f' ({n_params / 1e6:.1f}M params, float32; bf16 activations),'
+        f' batch {batch} x {seq} tokens; {args.rounds} interleaved rounds,'
+        f' median of {args.repeats} steps each')
+  times: dict[str, list[float]] = {name: [] for name in steppers}
+  for _ in range(max(1, args.rounds)):
+    for name, stepper in steppers.items():
+      times[name].append(stepper.median(args.repeats))
+  base = times['muon (ours)']
+  print('| optimizer | ms / step | vs muon (ours), median of rounds |'
+        ' rounds |')
+  print('|---|---|---|---|')
+  for name, ts in times.items():
+    ratios = [t / b for t, b in zip(ts, base)]
+    print(f'| {name} | {statistics.median(ts) * 1e3:.1f} |'
+          f' {statistics.median(ratios):.2f}x |'
+          f' {min(ratios):.2f}-{max(ratios):.2f}x |', flush=True)
+  return times
+
+
+def host_job_rows(args):
+  """Single-thread host gate time per matrix shape, summed over the preset."""
+  params = matrix_params(args.preset, jnp.dtype(args.dtype))
+  counts: dict[tuple[int, ...], int] = {}
+  for x in params.values():
+    counts[x.shape] = counts.get(x.shape, 0) + 1
+  print(f'# {platform.processor() or platform.machine()}, scipy'
+        f' {scipy.__version__}, one thread; preset {args.preset}'
+        f' ({len(params)} matrices), min of {args.repeats}')
+  print('| shape | matrices | ms per matrix | ms per step |')
+  print('|---|---|---|---|')
+  total = 0.0
+  for shape, count in counts.items():
+    x = np.asarray(next(v for v in params.values() if v.shape == shape))
+    x = x + np.random.default_rng(0).standard_normal(shape).astype(x.dtype)
+    seconds = min(_timed(_gap._host_matrix, x)  # pylint: disable=protected-access
+                  for _ in range(max(1, args.repeats)))
+    total += count * seconds
+    print(f'| {shape[0]}x{shape[1]} | {count} | {seconds * 1e3:.1f} |'
+          f' {count * seconds * 1e3:.0f} |', flush=True)
+  print(f'| all | {len(params)} | | **{total * 1e3:.0f} core-ms** |')
+  return total
+
+
+def _timed(fn, *args) -> float:
+  start = time.perf_counter()
+  fn(*args)
+  return time.perf_counter() - start
 
 
 def time_step(opt, params, grads, repeats):
@@ -150,7 +278,15 @@ def main():
                       help='comma-separated square sizes: time vs size')
   parser.add_argument('--gram', action='store_true',
                       help='Gram NS vs standard NS per shape')
+  parser.add_argument('--train-step', default='',
+                      help='B,T: whole Qwen3 training steps instead')
+  parser.add_argument('--host-job', action='store_true',
+                      help="the host gate's float64 work per step, one thread")
   args = parser.parse_args()
+  if args.host_job:
+    return host_job_rows(args)
+  if args.train_step:
+    return train_step_rows(args)
   if args.scaling:
     return scaling(args)
   if args.gram:

@@ -1,4 +1,4 @@
-"""How often does MiMuon's amortized gate (`gap_every=k`) decide differently?
+"""How often do MiMuon's amortized and lagged gates decide differently?
 
   python -m experiments.gap_every          # tiny Qwen3, 300 steps -> runs/gap_every
   python -m experiments.gap_every --out experiments/results/gap_every
@@ -16,9 +16,12 @@ Qwen3 LM twice from the same init on the same batches:
    phase (before its first turn: the initial +inf gap, a Muon step), so the
    fraction of (step, matrix) pairs where the two differ is its
    disagreement, for every k in `--ks`; the step-to-step flip rate of d is
-   shown beside it;
-2. the amortized gate (`gap_every=--k-train`) for real, for its own
-   trajectory's val loss, orthogonalized fraction and step time.
+   shown beside it. The lagged gate (`lagged_gate=True`) would have decided
+   d[t - 1] (before the first step: the zero matrix, a Muon step), so its
+   disagreement is the flip rate plus the first step;
+2. the amortized gate (`gap_every=--k-train`) and the lagged gate for real,
+   for their own trajectories' val loss, orthogonalized fraction and step
+   time.
 
 Writes results.md, results.json, COMMAND.md and one folder per run.
 """
@@ -105,16 +108,24 @@ def phases_by_name(cfg: GapEveryConfig, names: list[str], k: int
   return np.array([flat[n] for n in names])
 
 
+def lagged_disagreement(d: np.ndarray) -> float:
+  """Fraction of (t, matrix) where the lagged gate's d[t - 1] differs from
+  d[t]; before step 0 the lagged gate measures the zero matrix (Muon)."""
+  held = np.concatenate([np.ones_like(d[:1]), d[:-1]])
+  return float(np.mean(d != held))
+
+
 def flip_rate(d: np.ndarray) -> float:
   """Fraction of (t >= 1, matrix) with d[t] != d[t - 1]."""
   return float(np.mean(d[1:] != d[:-1]))
 
 
-def _train(cfg: GapEveryConfig, name: str, tau: float, gap_every: int
-           ) -> list[dict]:
+def _train(cfg: GapEveryConfig, name: str, tau: float, gap_every: int,
+           lagged_gate: bool = False) -> list[dict]:
   run_cfg = train_lm.TrainLMConfig(
       out=str(pathlib.Path(cfg.out) / name), preset=cfg.model_preset,
-      optimizer="mimuon", tau=tau, gap_every=gap_every, steps=cfg.steps,
+      optimizer="mimuon", tau=tau, gap_every=gap_every,
+      lagged_gate=lagged_gate, steps=cfg.steps,
       seed=cfg.seed, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
       log_every=1, eval_every=cfg.eval_every, checkpoint=False,
       progress=False, plot=False, cache_dir=cfg.cache_dir)
@@ -133,14 +144,17 @@ def run(cfg: GapEveryConfig) -> dict[str, Any]:
   for tau in cfg.taus:
     exact = _train(cfg, f"tau{tau:g}_every1", tau, 1)
     amortized = _train(cfg, f"tau{tau:g}_every{cfg.k_train}", tau, cfg.k_train)
+    lagged = _train(cfg, f"tau{tau:g}_lagged", tau, 1, lagged_gate=True)
     d, names = decisions(exact)
     d_amortized, _ = decisions(amortized)
+    d_lagged, _ = decisions(lagged)
     phases = {k: phases_by_name(cfg, names, k) for k in {*cfg.ks, cfg.k_train}}
     results[f"{tau:g}"] = {
         "matrices": len(names),
         "orth_frac_exact": float(d.mean()),
         "flip_rate": flip_rate(d),
         "disagreement": {k: disagreement(d, k, phases[k]) for k in cfg.ks},
+        "disagreement_lagged": lagged_disagreement(d),
         "val_loss_exact": exact[-1]["val_loss"],
         f"val_loss_every{cfg.k_train}": amortized[-1]["val_loss"],
         f"orth_frac_every{cfg.k_train}": float(d_amortized.mean()),
@@ -149,6 +163,10 @@ def run(cfg: GapEveryConfig) -> dict[str, Any]:
             d_amortized, cfg.k_train, phases[cfg.k_train]),
         "step_ms_exact": _step_ms(exact),
         f"step_ms_every{cfg.k_train}": _step_ms(amortized),
+        "val_loss_lagged": lagged[-1]["val_loss"],
+        "orth_frac_lagged": float(d_lagged.mean()),
+        # The lagged run's decision at t is its own measurement of step t-1.
+        "step_ms_lagged": _step_ms(lagged),
     }
   return results
 
@@ -157,12 +175,14 @@ def markdown(cfg: GapEveryConfig, results: dict[str, Any]) -> str:
   k = cfg.k_train
   lines = [
       "On the exact gate's own trajectory: the fraction of (step, matrix)"
-      " decisions that `gap_every=k` would take differently.", "",
+      " decisions that `gap_every=k`, or `lagged_gate=True`, would take"
+      " differently.", "",
       reporting.markdown_table(
           ["tau", "matrices", "orthogonalized (exact)", "step-to-step flips"]
-          + [f"k={k_}" for k_ in cfg.ks],
+          + [f"k={k_}" for k_ in cfg.ks] + ["lagged"],
           [[tau, r["matrices"], r["orth_frac_exact"], r["flip_rate"]]
            + [r["disagreement"][k_] for k_ in cfg.ks]
+           + [r["disagreement_lagged"]]
            for tau, r in results.items()]),
       "", f"Trained for real with `gap_every={k}` (its own trajectory):", "",
       reporting.markdown_table(
@@ -172,6 +192,14 @@ def markdown(cfg: GapEveryConfig, results: dict[str, Any]) -> str:
           [[tau, r["val_loss_exact"], r[f"val_loss_every{k}"],
             r[f"orth_frac_every{k}"], r["step_ms_exact"],
             r[f"step_ms_every{k}"]] for tau, r in results.items()]),
+      "", "Trained for real with `lagged_gate=True` (its own trajectory):",
+      "",
+      reporting.markdown_table(
+          ["tau", "val loss (exact)", "val loss (lagged)",
+           "orthogonalized (lagged)", "ms/step (exact)", "ms/step (lagged)"],
+          [[tau, r["val_loss_exact"], r["val_loss_lagged"],
+            r["orth_frac_lagged"], r["step_ms_exact"], r["step_ms_lagged"]]
+           for tau, r in results.items()]),
   ]
   return "\n".join(lines) + "\n"
 
@@ -184,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   results = run(cfg)
   wall_s = time.perf_counter() - t0
   table = markdown(cfg, results)
-  (out / "results.md").write_text("# gap_every: amortized vs exact gate\n\n"
+  (out / "results.md").write_text("# gap_every: amortized and lagged vs"
+                                  " exact gate\n\n"
                                   + table)
   reporting.write_json(out / "results.json", {"config": cli.config_dict(cfg),
                                            "results": results})

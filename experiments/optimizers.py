@@ -63,6 +63,8 @@ class OptimizerConfig:
       choices=_mix.SGD_SCALES)
   gap_every: int = field(1, "MiMuon: re-measure the spectrum every k steps",
                          minimum=1)
+  lagged_gate: bool = field(False, "MiMuon: decide on the previous step's"
+                            " spectrum (lagged_gate=True)")
 
 
 def lr_schedule(peak: float, steps: int, warmup_steps: int,
@@ -121,4 +123,4 @@ def make_optimizer(cfg: Any, task: str, steps: int, weight_dimension_numbers=Non
     return mimuon_optax.muon(**shared), schedule
   return mimuon_optax.mimuon(
       tau=cfg.tau, tau_mode=cfg.tau_mode, sgd_scale=cfg.sgd_scale,
-      gap_every=cfg.gap_every, **shared), schedule
+      gap_every=cfg.gap_every, lagged_gate=cfg.lagged_gate, **shared), schedule

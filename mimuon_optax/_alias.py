@@ -357,6 +357,7 @@ def mimuon(
     ns_dtype: Union[str, chex.ArrayDType] = 'bfloat16',
     ns_method: str = 'standard',
     gap_every: int = 1,
+    lagged_gate: bool = False,
     tau_mode: str = 'spacing',
     sgd_scale: str = 'none',
     rank_tol: Optional[float] = None,
@@ -423,7 +424,8 @@ def mimuon(
               ns_coeffs, ns_steps, ns_dtype, eps,
               preconditioning=preconditioning, adaptive=adaptive,
               ns_method=ns_method, context=context),
-          tau, tau_mode=tau_mode, gap_every=gap_every, sgd_scale=sgd_scale,
+          tau, tau_mode=tau_mode, gap_every=gap_every,
+          lagged_gate=lagged_gate, sgd_scale=sgd_scale,
           rank_tol=rank_tol, precision=precision, context=context),
   )
   return _with_adamw(direction, context, lr_scaling, locals())

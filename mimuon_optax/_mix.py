@@ -39,6 +39,9 @@ class MiMuonMixState(NamedTuple):
   tau_floor: optax.Updates  # per matrix, f32; resolution in tau's units.
   orth_count: optax.Updates  # per matrix, int32; steps orthogonalized.
   inner_state: optax.OptState  # the orthogonalizer's state.
+  # lagged_gate=True only: the last input's matrix leaves (None elsewhere),
+  # in promote_types(param dtype, float32), measured by the next step.
+  previous: optax.Updates = None
 
 
 def mimuon_mix(
@@ -47,6 +50,7 @@ def mimuon_mix(
     *,
     tau_mode: str = 'spacing',
     gap_every: int = 1,
+    lagged_gate: bool = False,
     sgd_scale: str = 'none',
     rank_tol: float | None = None,
     precision: str = 'auto',
@@ -109,6 +113,19 @@ def mimuon_mix(
       (:func:`~mimuon_optax._matrix.run_staggered`), so every step measures
       about 1/k of them and none is k times slower. An injected (traced)
       ``gap_every`` re-measures all matrices on steps 0, k, 2k, ...
+    lagged_gate: False (the paper): step t decides on the spectrum of its own
+      input :math:`M_t`. True: on the spectrum of the previous step's input
+      :math:`M_{t-1}`, kept in the state (``previous``: one more copy of the
+      matrix leaves, in ``promote_types(param dtype, float32)``); the
+      selected step is still ``orthogonalizer(M_t)`` or :math:`\gamma M_t`.
+      The measurement then depends on the state alone, not on this step's
+      gradients, so a host gate can run while the device computes the
+      forward and backward pass of a whole jitted training step. The first
+      step measures the zero matrix (no gap: a Muon step). Deterministic
+      and resumable bit for bit (the input lives in the state); along the
+      exact gate's trajectory it decides differently exactly where the
+      exact decision flips from one step to the next
+      (``experiments/gap_every``). Composes with ``gap_every``.
     sgd_scale: ``"none"`` or ``"rms_match"``, see above.
     rank_tol: singular values at or below ``rank_tol * s_max`` count as zero;
       None: ``max(m, n) * eps(float32)`` (numpy's ``matrix_rank`` default).
@@ -151,6 +168,8 @@ def mimuon_mix(
                             'a non-negative real scalar (inf allowed)')
   if isinstance(gap_every, int) and gap_every < 1:
     raise ValueError(f'gap_every must be >= 1, got {gap_every}')
+  if not isinstance(lagged_gate, bool):
+    raise TypeError(f'lagged_gate must be a bool, got {lagged_gate!r}')
   context = _context.resolve(
       context, weight_dimension_numbers=weight_dimension_numbers, mesh=mesh,
       mesh_axes=mesh_axes)
@@ -169,6 +188,9 @@ def mimuon_mix(
         tau_floor=per_matrix(jnp.float32),
         orth_count=per_matrix(jnp.int32),
         inner_state=orthogonalizer.init(params),
+        previous=(_matrix_leaves(
+            lambda view, p: jnp.zeros(p.shape, _previous_dtype(p.dtype)),
+            views, params) if lagged_gate else None),
     )
 
   floor = _tau_floor(tau_mode)
@@ -218,18 +240,20 @@ def mimuon_mix(
              and context.mesh is None
              and _gap.resolve_precision(precision, None) == 'host')
 
-  def orthogonalize_and_measure(views, updates, state, params):
-    stacks = matrix_stacks(views, updates)
+  def orthogonalize_and_measure(views, updates, target, state, params):
+    # Orthogonalizes `updates`; measures `target` (the same, or the previous
+    # step's input with lagged_gate).
+    stacks = matrix_stacks(views, target)
     if not overlap or not stacks:
       orth, inner_state = orthogonalizer.update(
           updates, state.inner_state, params)
       if isinstance(gap_every, int):
-        return orth, inner_state, measure(views, updates, state,
+        return orth, inner_state, measure(views, target, state,
                                           staggered=gap_every > 1)
       # Injected (traced): everything on steps 0, k, 2k, ...
       return orth, inner_state, jax.lax.cond(
           state.count % gap_every == 0,
-          lambda: measure(views, updates, state, staggered=False),
+          lambda: measure(views, target, state, staggered=False),
           lambda: (state.min_gap, state.rel_gap, state.rho, state.tau_floor))
     ticket, finish = _gap.start_host_gaps(stacks, rank_tol=rank_tol)
     # Newton-Schulz starts once the host jobs are handed out ...
@@ -240,7 +264,7 @@ def mimuon_mix(
     done = sum(jnp.real(x.reshape(-1)[0]).astype(jnp.float32)
                for x in matrix_stacks(views, orth))
     fresh = as_values(finish(done))
-    return orth, inner_state, measure(views, updates, state, staggered=False,
+    return orth, inner_state, measure(views, target, state, staggered=False,
                                       fresh=fresh)
 
   def update_fn(updates, state, params=None):
@@ -249,8 +273,13 @@ def mimuon_mix(
       _warn_below_resolution(tau, views, precision)
     _warn_float32_spectrum(views, precision)
     updates = context.like_params(views, updates, params)
+    target, previous = updates, None
+    if lagged_gate:
+      target = state.previous
+      previous = _matrix_leaves(lambda view, u, p: u.astype(p.dtype), views,
+                                updates, state.previous)
     orth, inner_state, measured = orthogonalize_and_measure(
-        views, updates, state, params)
+        views, updates, target, state, params)
     min_gap, rel_gap, rho, tau_floor = measured
     metric = {'absolute': min_gap, 'relative': rel_gap, 'spacing': rho}[
         tau_mode]
@@ -286,9 +315,22 @@ def mimuon_mix(
         tau_floor=tau_floor,
         orth_count=orth_count,
         inner_state=inner_state,
+        previous=previous,
     )
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _previous_dtype(dtype) -> jnp.dtype:
+  # Holds a float32 or bfloat16 momentum of any parameter exactly.
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _matrix_leaves(fn, views, *trees):
+  """``fn(view, *leaves)`` at matrix leaves, None everywhere else."""
+  return jax.tree.map(lambda view, *leaves: None if view is None
+                      else fn(view, *leaves), views, *trees,
+                      is_leaf=lambda x: x is None)
 
 
 def _tau_floor(tau_mode: str):

@@ -157,6 +157,10 @@ def test_gap_every_disagreement():
   # then rows 1, 1, 3, 3, 5: the same as d.
   assert gap_every.disagreement(d, 2, np.array([1, 0])) == 0
   assert gap_every.flip_rate(d) == pytest.approx(4 / 10)  # 3 + 1 flips
+  # The lagged gate decides d[t - 1] (row 0: Muon, which d[0] takes): it
+  # differs exactly at the 4 flips.
+  assert gap_every.lagged_disagreement(d) == pytest.approx(4 / 12)
+  assert gap_every.lagged_disagreement(~d) == pytest.approx(6 / 12)
 
 
 @pytest.mark.slow
@@ -171,6 +175,11 @@ def test_gap_every_runs(tmp_path, cache_dir):
   # Each matrix's decision is held between its turns (staggered phases).
   assert r["amortized_self_disagreement"] == 0
   assert np.isfinite(r["val_loss_every4"])
+  assert np.isfinite(r["val_loss_lagged"])
+  # d[t] != d[t - 1] over 7 step pairs, plus step 0 against a Muon step.
+  n = 8 * 14
+  flips = r["flip_rate"] * 7 * 14
+  assert flips / n <= r["disagreement_lagged"] <= (flips + 14) / n + 1e-12
 
 
 @pytest.mark.slow

@@ -160,35 +160,41 @@ def test_host_trains_like_float64_under_inject_hyperparams(
   """
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  import optax  # pylint: disable=import-outside-toplevel
-  import mimuon_optax as mo  # pylint: disable=import-outside-toplevel
   params = {f'w{i}': jnp.asarray(rng.standard_normal(s), jnp.float32)
             for i, s in enumerate([(32, 64), (32, 64), (64, 32), (48, 48)])}
   grads = [jax.tree.map(lambda p: jnp.asarray(
       rng.standard_normal(p.shape), jnp.float32), params) for _ in range(8)]
-
-  def run(precision):
-    static_args = ('ns_steps', 'precision') + (('gap_every',) if static
-                                               else ())
-    tx = optax.inject_hyperparams(mo.mimuon, static_args=static_args)(
-            learning_rate=0.02, tau=0.5, precision=precision,
-            gap_every=gap_every)
-    state = tx.init(params)
-    step = jax.jit(tx.update)
-    p, decisions = params, []
-    for g in grads:
-      u, state = step(g, state, p)
-      p = optax.apply_updates(p, u)
-      decisions.append(jax.tree.leaves(
-          mo.mix_diagnostics(state).orthogonalized))
-    return p, np.asarray(decisions)
-
-  p_host, d_host = run('host')
-  p_f64, d_f64 = run('float64')
+  p_host, d_host = train_injected(params, grads, 'host', gap_every, static)
+  p_f64, d_f64 = train_injected(params, grads, 'float64', gap_every, static)
   np.testing.assert_array_equal(d_host, d_f64)
   assert 0 < d_host.mean() < 1  # Both branches were taken.
   for k in params:
     np.testing.assert_array_equal(p_host[k], p_f64[k])
+
+
+def train_injected(params, grads, precision, gap_every, static, **kwargs):
+  """(params, decisions per step) of inject_hyperparams(mimuon), tau 0.5.
+
+  ``gap_every`` is static (a Python int: staggered) or injected (traced);
+  ``kwargs`` are further static mimuon arguments.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  import mimuon_optax as mo  # pylint: disable=import-outside-toplevel
+  static_args = ('ns_steps', 'precision', *kwargs) + (
+      ('gap_every',) if static else ())
+  tx = optax.inject_hyperparams(mo.mimuon, static_args=static_args)(
+      learning_rate=0.02, tau=0.5, precision=precision, gap_every=gap_every,
+      **kwargs)
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  p, decisions = params, []
+  for g in grads:
+    u, state = step(g, state, p)
+    p = optax.apply_updates(p, u)
+    decisions.append(jax.tree.leaves(
+        mo.mix_diagnostics(state).orthogonalized))
+  return p, np.asarray(decisions)
 
 
 def test_host_threads_spread_matrices_and_give_the_same_stats(

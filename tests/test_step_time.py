@@ -49,3 +49,35 @@ def test_stepper_steps_like_the_optimizer():
   for k in params:
     np.testing.assert_allclose(stepper.params[k], want[k], rtol=0,
                                atol=1e-6)
+
+
+def _table_rows(lines):
+  return [[c.strip() for c in line.strip('|').split('|')] for line in lines
+          if line.startswith('| ') and not line.startswith('| optimizer')
+          and not line.startswith('| shape')]
+
+
+def test_train_step_rows_time_every_arm_against_muon(capsys):
+  """--train-step: one row per arm; muon's own ratio is 1.00x in every
+  round; the loss after the warm-up and timed steps is finite."""
+  args = argparse.Namespace(preset='tiny', train_step='2,16', rounds=2,
+                            repeats=1, ns_steps=5, ns_dtype='bfloat16')
+  times = step_time.train_step_rows(args)
+  rows = {r[0]: r for r in _table_rows(capsys.readouterr().out.splitlines())}
+  assert set(rows) == set(times) and len(times) == 6
+  assert 'mimuon (ours, lagged_gate=True)' in rows
+  assert rows['muon (ours)'][2:] == ['1.00x', '1.00-1.00x']
+  for name, ts in times.items():
+    assert len(ts) == 2 and all(t > 0 for t in ts)
+    assert float(rows[name][1]) == round(float(np.median(ts)) * 1e3, 1)
+
+
+def test_host_job_rows_sum_the_preset(capsys):
+  """--host-job: the tiny preset's 14 matrices, 4 shapes; the total is the
+  sum of the rows (each printed to 1 ms)."""
+  args = argparse.Namespace(preset='tiny', dtype='float32', repeats=1)
+  total = step_time.host_job_rows(args)
+  rows = _table_rows(capsys.readouterr().out.splitlines())
+  assert [r[0] for r in rows[:-1]] == ['64x64', '64x32', '64x192', '192x64']
+  assert sum(int(r[1]) for r in rows[:-1]) == 14 == int(rows[-1][1])
+  assert abs(sum(float(r[3]) for r in rows[:-1]) - total * 1e3) <= 0.5 * 4
