@@ -225,6 +225,8 @@ def train_steps(cfg, budget, results):
       'optax.adamw': lambda: optax.adamw(LR),
       'muon (ours)': lambda: mo.muon(LR, weight_dimension_numbers=dims),
       'mimuon (ours)': lambda: mo.mimuon(LR, weight_dimension_numbers=dims),
+      'mimuon (ours, lagged_gate=True)': lambda: mo.mimuon(
+          LR, lagged_gate=True, weight_dimension_numbers=dims),
       'mimuon (ours, gap_every=4)': lambda: mo.mimuon(
           LR, gap_every=4, weight_dimension_numbers=dims),
   }.items():

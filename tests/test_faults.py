@@ -25,6 +25,7 @@ OPTIMIZERS = {
     'muon': lambda: mo.muon(0.02),
     'mimuon': lambda: mo.mimuon(0.02),
     'mimuon_gap_every_4': lambda: mo.mimuon(0.02, gap_every=4),
+    'mimuon_lagged': lambda: mo.mimuon(0.02, lagged_gate=True),
 }
 
 
@@ -82,6 +83,29 @@ def test_non_finite_gradient_leaves_other_matrices_bit_identical(name, bad):
     assert all(nan_stats)  # measured every step
   elif name == 'mimuon_gap_every_4':
     assert sum(nan_stats[:4]) == 1  # measured on its turn only
+  elif name == 'mimuon_lagged':
+    assert not any(nan_stats)  # It measures the previous, clean, input.
+
+
+def test_lagged_gate_sees_the_fault_one_step_later():
+  """A NaN in step t's gradient: step t+1 measures NaN statistics for
+  that matrix and takes its SGD branch; every other leaf stays bit for bit
+  on the clean trajectory."""
+  tx = OPTIMIZERS['mimuon_lagged']()
+  rng = np.random.default_rng(0)
+  params = _normal_tree(rng)
+  update = jax.jit(tx.update)
+  g1, g2 = _normal_tree(rng), _normal_tree(rng)
+  faulty = {**g1, 'w1': g1['w1'].at[3, 5].set(np.nan)}
+  _, clean = update(g1, tx.init(params), params)
+  _, dirty = update(faulty, tx.init(params), params)
+  clean_updates, clean = update(g2, clean, params)
+  updates, dirty = update(g2, dirty, params)
+  diag = mo.mix_diagnostics(dirty)
+  assert np.isnan(diag.rho['w1']) and not diag.orthogonalized['w1']
+  assert not np.isfinite(np.asarray(updates['w1'])).all()
+  _assert_bit_equal(updates, clean_updates, skip=('w1',))
+  _assert_bit_equal(dirty, clean, skip=('w1',))
 
 
 def test_apply_if_finite_skips_the_step_and_keeps_the_state_usable():
