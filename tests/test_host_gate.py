@@ -304,6 +304,9 @@ def test_auto_per_backend(monkeypatch):
 def test_several_cpu_devices_in_one_process_run_the_host_gate():
   """8 simulated CPU devices: "host" (auto) matches one device within 1e-5.
 
+  Also with ``lagged_gate=True`` under ``mesh=`` (the previous input is
+  sharded like its parameter).
+
   ``jax.pure_callback`` would park every XLA:CPU thread here (its operand
   copy onto device 0 needs one, ``_platform.host_callback_hangs``); the
   gate's own callback (``_callback.host_callback``) skips that copy, so
@@ -321,9 +324,10 @@ def test_several_cpu_devices_in_one_process_run_the_host_gate():
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   assert result['auto'] == ['host', 'host']  # mesh=, and plain GSPMD
   assert 0 < result['orth_fraction'] < 1
-  for run in ('mesh', 'gspmd'):
+  for run in ('mesh', 'gspmd', 'mesh_lagged'):
     assert result[run]['max_err'] < 1e-5, result
     assert result[run]['decisions_equal'], result
+  assert result['previous_sharded'], result
 
 
 def test_host_callback_hangs_only_without_the_direct_callback(monkeypatch):
@@ -407,8 +411,11 @@ SHAPES = {  # name: (shape, dimension numbers)
     'layers': ((8, 96, 64), (1, 2)), 'bias': ((64,), None)}
 
 
-def _train(mesh, precision, shardings, steps=4):
-  """``steps`` mimuon steps on SHAPES; (params, per-step decisions)."""
+def _train(mesh, precision, shardings, steps=4, **kwargs):
+  """``steps`` mimuon steps on SHAPES; (params, per-step decisions).
+
+  ``kwargs`` go to ``mimuon`` (e.g. ``lagged_gate``).
+  """
   import jax  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   import mimuon_optax as mo  # pylint: disable=import-outside-toplevel
@@ -421,7 +428,7 @@ def _train(mesh, precision, shardings, steps=4):
             SHAPES.items()} for _ in range(steps)]
   put = lambda t: jax.device_put(t, shardings)
   tx = mo.mimuon(0.02, ns_dtype='float32', precision=precision, mesh=mesh,
-                 weight_dimension_numbers=dims)
+                 weight_dimension_numbers=dims, **kwargs)
   p = put(params)
   state = tx.init(p)
   step = jax.jit(lambda p, s, g: tx.update(g, s, p))
@@ -455,11 +462,29 @@ def case_mesh() -> dict:
   out = {'auto': [_gap.resolve_precision('auto', mesh8),
                   _gap.resolve_precision('auto')],
          'orth_fraction': float(d1.mean())}
-  for name, mesh in (('mesh', mesh8), ('gspmd', None)):
-    p8, d8 = _train(mesh, 'host', sharded)
+  p1_lagged, d1_lagged = _train(
+      mesh1, 'float64', {k: NamedSharding(mesh1, P()) for k in SHAPES},
+      lagged_gate=True)
+  for name, mesh, lagged in (('mesh', mesh8, False), ('gspmd', None, False),
+                             ('mesh_lagged', mesh8, True)):
+    p8, d8 = _train(mesh, 'host', sharded, lagged_gate=lagged)
+    ref_p, ref_d = (p1_lagged, d1_lagged) if lagged else (p1, d1)
     out[name] = {
-        'max_err': max(float(np.max(np.abs(p1[k] - p8[k]))) for k in p1),
-        'decisions_equal': bool(np.array_equal(d1, d8))}
+        'max_err': max(float(np.max(np.abs(ref_p[k] - p8[k])))
+                       for k in ref_p),
+        'decisions_equal': bool(np.array_equal(ref_d, d8))}
+  # opt_state_shardings gives the lagged gate's copy its parameter's layout.
+  import mimuon_optax as mo  # pylint: disable=import-outside-toplevel
+  dims = {k: d and mo.MuonDimensionNumbers(*d) for k, (_, d) in
+          SHAPES.items()}
+  tx = mo.mimuon(0.02, mesh=mesh8, weight_dimension_numbers=dims,
+                 lagged_gate=True)
+  shapes = {k: jax.ShapeDtypeStruct(s, np.float32)
+            for k, (s, _) in SHAPES.items()}
+  previous = mo.mix_diagnostics(mo.opt_state_shardings(
+      tx.init, shapes, sharded, mesh8)).previous
+  out['previous_sharded'] = (previous['bias'] is None and all(
+      previous[k] == sharded[k] for k in ('w_in', 'w_out', 'layers')))
   return out
 
 
