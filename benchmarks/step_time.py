@@ -142,8 +142,11 @@ def qwen3_config(preset: str) -> Qwen3Config:
       head_dim=head_dim, dtype=jnp.bfloat16, scan_layers=True)
 
 
-def train_step_rows(args):
-  """Whole training steps, one interleaved round of every arm at a time."""
+def train_step_rows(args, only: tuple[str, ...] = ()):
+  """Whole training steps, one interleaved round of every arm at a time.
+
+  ``only``: time just these arms (muon is always timed: the baseline).
+  """
   batch, seq = (int(v) for v in args.train_step.split(','))
   cfg = qwen3_config(args.preset)
   graphdef, state = nnx.split(Qwen3ForCausalLM(cfg, rngs=nnx.Rngs(0)),
@@ -163,6 +166,8 @@ def train_step_rows(args):
       'mimuon (ours, gap_every=4, lagged_gate=True)': mo.mimuon(
           **ours, gap_every=4, lagged_gate=True),
   }
+  if only:
+    arms = {k: v for k, v in arms.items() if k in only or k == 'muon (ours)'}
   n_params = sum(x.size for x in jax.tree.leaves(params))
   print(f'# device: {jax.devices()[0].device_kind} ({jax.default_backend()}),'
         f' {platform.processor() or platform.machine()}, jax'
