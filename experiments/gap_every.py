@@ -165,7 +165,6 @@ def run(cfg: GapEveryConfig) -> dict[str, Any]:
         f"step_ms_every{cfg.k_train}": _step_ms(amortized),
         "val_loss_lagged": lagged[-1]["val_loss"],
         "orth_frac_lagged": float(d_lagged.mean()),
-        # The lagged run's decision at t is its own measurement of step t-1.
         "step_ms_lagged": _step_ms(lagged),
     }
   return results

@@ -39,8 +39,9 @@ class MiMuonMixState(NamedTuple):
   tau_floor: optax.Updates  # per matrix, f32; resolution in tau's units.
   orth_count: optax.Updates  # per matrix, int32; steps orthogonalized.
   inner_state: optax.OptState  # the orthogonalizer's state.
-  # lagged_gate=True only: the last input's matrix leaves (None elsewhere),
-  # in promote_types(param dtype, float32), measured by the next step.
+  # lagged_gate=True only: the last input's matrix leaves (passthrough
+  # leaves kept as they are), in promote_types(param dtype, float32),
+  # measured by the next step.
   previous: optax.Updates = None
 
 
@@ -188,7 +189,7 @@ def mimuon_mix(
         tau_floor=per_matrix(jnp.float32),
         orth_count=per_matrix(jnp.int32),
         inner_state=orthogonalizer.init(params),
-        previous=(_matrix_leaves(
+        previous=(_matrix.map_matrices(
             lambda view, p: jnp.zeros(p.shape, _previous_dtype(p.dtype)),
             views, params) if lagged_gate else None),
     )
@@ -276,8 +277,8 @@ def mimuon_mix(
     target, previous = updates, None
     if lagged_gate:
       target = state.previous
-      previous = _matrix_leaves(lambda view, u, p: u.astype(p.dtype), views,
-                                updates, state.previous)
+      previous = _matrix.map_matrices(lambda view, u, p: u.astype(p.dtype),
+                                      views, updates, state.previous)
     orth, inner_state, measured = orthogonalize_and_measure(
         views, updates, target, state, params)
     min_gap, rel_gap, rho, tau_floor = measured
@@ -325,12 +326,6 @@ def _previous_dtype(dtype) -> jnp.dtype:
   # Holds a float32 or bfloat16 momentum of any parameter exactly.
   return jnp.promote_types(dtype, jnp.float32)
 
-
-def _matrix_leaves(fn, views, *trees):
-  """``fn(view, *leaves)`` at matrix leaves, None everywhere else."""
-  return jax.tree.map(lambda view, *leaves: None if view is None
-                      else fn(view, *leaves), views, *trees,
-                      is_leaf=lambda x: x is None)
 
 
 def _tau_floor(tau_mode: str):

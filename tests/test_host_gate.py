@@ -483,7 +483,7 @@ def case_mesh() -> dict:
             for k, (s, _) in SHAPES.items()}
   previous = mo.mix_diagnostics(mo.opt_state_shardings(
       tx.init, shapes, sharded, mesh8)).previous
-  out['previous_sharded'] = (previous['bias'] is None and all(
+  out['previous_sharded'] = (not jax.tree.leaves(previous['bias']) and all(
       previous[k] == sharded[k] for k in ('w_in', 'w_out', 'layers')))
   return out
 
