@@ -1,4 +1,10 @@
-"""Shared test helpers: float64 references built with numpy."""
+"""Shared test helpers: float64 references built with numpy, and the guard
+that fails a test run which wrote into the checkout."""
+
+import fnmatch
+import os
+import pathlib
+import subprocess
 
 import numpy as np
 import pytest
@@ -41,3 +47,97 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture
 def rng():
   return np.random.default_rng(0)
+
+
+# --- No test writes into the checkout ---------------------------------------
+# Every test works in tmp_path. A run (`make test`, or any pytest call) that
+# leaves `git status --porcelain --ignored` different from how it found it
+# fails, listing the paths, apart from these build and cache folders (any
+# path component matching one of them). docs/_build is tests/test_docs.py's
+# site, built as `make docs` builds it.
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ALLOWED_DIRS = (".venv*", "__pycache__", ".pytest_cache", "*.egg-info",
+                ".mypy_cache", ".ruff_cache", ".ipynb_checkpoints")
+ALLOWED_TOP = ("build", "dist", "docs/_build")
+_SNAPSHOT = pytest.StashKey[dict]()
+
+
+def _allowed(path: str) -> bool:
+  parts = path.rstrip("/").split("/")
+  if any(path.rstrip("/") == top or path.startswith(top + "/")
+         for top in ALLOWED_TOP):
+    return True
+  return any(fnmatch.fnmatch(part, pattern)
+             for part in parts for pattern in ALLOWED_DIRS)
+
+
+def checkout_snapshot(root: pathlib.Path) -> dict[str, tuple] | None:
+  """What `git status --porcelain --ignored` says of every file of `root`.
+
+  Returns {path: (status, mtime_ns, size)} for each untracked, ignored or
+  changed file (one entry per file, inside ignored folders too, so that a
+  rewritten runs/demo/results.md counts), build and cache folders left out;
+  None when `root` is not a git checkout (an unpacked sdist).
+  """
+  try:
+    proc = subprocess.run(
+        ["git", "status", "--porcelain=v1", "-z", "--ignored",
+         "--untracked-files=all", "--no-renames"],
+        cwd=root, capture_output=True, text=True, timeout=120)
+  except FileNotFoundError:
+    return None
+  if proc.returncode != 0:
+    return None
+  snapshot = {}
+  for entry in proc.stdout.split("\0"):
+    if not entry:
+      continue
+    status, path = entry[:2], entry[3:]
+    if _allowed(path):
+      continue
+    try:
+      st = os.lstat(root / path)
+      snapshot[path] = (status, st.st_mtime_ns, st.st_size)
+    except FileNotFoundError:
+      snapshot[path] = (status, None, None)
+  return snapshot
+
+
+def checkout_changes(before: dict, after: dict) -> list[str]:
+  """Paths that are new, rewritten or gone between two snapshots."""
+  return sorted(p for p in before.keys() | after.keys()
+                if before.get(p) != after.get(p))
+
+
+def pytest_sessionstart(session):
+  """Snapshot the checkout (once, in the xdist controller, not per worker)."""
+  if hasattr(session.config, "workerinput"):
+    return
+  snapshot = checkout_snapshot(ROOT)
+  if snapshot is not None:
+    session.config.stash[_SNAPSHOT] = snapshot
+
+
+def pytest_sessionfinish(session):
+  """Fail the run if the checkout changed while it ran."""
+  before = session.config.stash.get(_SNAPSHOT, None)
+  if before is None:
+    return
+  after = checkout_snapshot(ROOT)
+  changed = checkout_changes(before, after or {})
+  if not changed:
+    return
+  shown = changed[:50] + ([f"... and {len(changed) - 50} more"]
+                          if len(changed) > 50 else [])
+  message = (
+      f"the test run changed {len(changed)} path(s) in the checkout {ROOT} "
+      "(tests must write under tmp_path only; if you edited these files "
+      "yourself while the tests ran, run them again):\n  "
+      + "\n  ".join(shown))
+  reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+  if reporter is not None:
+    reporter.write_sep("=", "checkout changed by the tests", red=True)
+    reporter.write_line(message)
+  else:
+    print(message)
+  session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -2,8 +2,9 @@
 
 Builds docs/ as `make docs` does (incrementally: after `make docs` this is a
 no-op), opens the index and the API pages in headless Chromium (Debian's
-`chromium`; `make test` installs it), saves screenshots under
-runs/docs_screenshots/, and checks the rendered pages: every public name of
+`chromium`; `make test` installs it), saves screenshots next to the site
+(docs/_build/screenshots/, a build folder: no test writes elsewhere in the
+checkout), and checks the rendered pages: every public name of
 `mimuon_optax` on the API pages, no unresolved reference or docutils error
 text, every image present.
 """
@@ -26,7 +27,7 @@ import mimuon_optax
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 BUILD = DOCS / "_build" / "html"
-SHOTS = ROOT / "runs" / "docs_screenshots"
+SHOTS = BUILD.parent / "screenshots"
 # Flags for a sandbox-less container with no network or display.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-quic", "--no-first-run",
