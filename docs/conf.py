@@ -33,6 +33,14 @@ extensions = [
     'sphinx.ext.autodoc',
     'sphinx.ext.autosummary',
     'sphinx.ext.mathjax',
+    # MathJax from the docs build, not from a CDN: the site's math renders on
+    # a machine without internet (ours, CI, clusters). The package ships
+    # MathJax 3.2.2 (tex-chtml and its fonts, ~24 MB) in its wheel, copies it
+    # to _static/mathjax/ and points mathjax_path there; it needs nothing at
+    # build time. sphinxcontrib-katex ships KaTeX's scripts but takes its CSS
+    # and fonts from a CDN, and its prerendering needs node; Debian's
+    # libjs-mathjax needs apt (root) and is MathJax 2.
+    'sphinx-mathjax-offline',
     'sphinx.ext.napoleon',
     'sphinx.ext.viewcode',
     'myst_nb',

@@ -83,12 +83,12 @@ def rendered_dom(page: pathlib.Path) -> str:
   return _chromium("--dump-dom", page.as_uri())
 
 
-def screenshot(page: pathlib.Path, name: str) -> pathlib.Path:
+def screenshot(page: pathlib.Path, name: str, *args: str) -> pathlib.Path:
   SHOTS.mkdir(parents=True, exist_ok=True)
   out = SHOTS / name
   out.unlink(missing_ok=True)
   _chromium(f"--screenshot={out}", "--window-size=1280,2400",
-            "--hide-scrollbars", page.as_uri())
+            "--hide-scrollbars", *args, page.as_uri())
   return out
 
 
@@ -122,9 +122,8 @@ def test_api_pages_show_every_public_name(site):
   for name, dom in doms.items():
     text = visible_text(dom)
     assert not [bad for bad in BAD_TEXT if bad in text], name
-  # Docstring math is handed to MathJax (math markup and the MathJax script;
-  # offline, as here, MathJax cannot load from its CDN and shows the TeX),
-  # not left as raw reST.
+  # Docstring math is handed to MathJax (math markup and the MathJax script,
+  # which the build ships: test_math_renders_offline), not left as raw reST.
   optimizers = visible_text(doms["optimizers.html"])
   assert ".. math::" not in optimizers and "autofunction" not in optimizers
   assert '<div class="math' in doms["optimizers.html"]
@@ -133,6 +132,25 @@ def test_api_pages_show_every_public_name(site):
   assert "Parameters" in optimizers and "Returns" in optimizers
   assert ">>>" in optimizers
   shot = screenshot(site / "api" / "optimizers.html", "api_optimizers.png")
+  assert shot.stat().st_size > 20_000
+
+
+def test_math_renders_offline(site):
+  """The gate page's formulas are typeset by the MathJax the docs build ships
+  (_static/mathjax/), with no network: math elements, no raw TeX left."""
+  page = site / "gate.html"
+  assert r"\(" in page.read_text()  # What Sphinx wrote, for MathJax to typeset.
+  # Virtual time lets MathJax load its components and typeset before the DOM
+  # is dumped (on a busy 2-core machine, well within the budget).
+  budget = "--virtual-time-budget=30000"
+  dom = _chromium(budget, "--dump-dom", page.as_uri())
+  script = re.search(r'<script[^>]*src="([^"]*tex-chtml[^"]*)"', dom)
+  assert script and not script.group(1).startswith(("http", "//")), script
+  assert (site / script.group(1)).is_file()
+  assert dom.count("<mjx-container") >= 10  # inline and display formulas
+  text = visible_text(dom)
+  assert r"\(" not in text and r"\[" not in text and r"\kappa" not in text
+  shot = screenshot(page, "gate.png", budget)
   assert shot.stat().st_size > 20_000
 
 
