@@ -49,7 +49,9 @@ extensions = [
 
 source_suffix = {'.md': 'myst-nb', '.ipynb': 'myst-nb', '.rst': 'restructuredtext'}
 master_doc = 'index'
-exclude_patterns = ['_build', 'README.md', 'notebooks/.ipynb_checkpoints']
+# snippets/: text included in several pages (the verdict), never a page.
+exclude_patterns = ['_build', 'README.md', 'notebooks/.ipynb_checkpoints',
+                    'snippets']
 
 # Markdown: $...$ and $$...$$ math, ::: fences, anchors for ## and ###, and
 # `repo:PATH` links to files of the repository (results, COMMAND.md files).

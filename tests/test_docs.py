@@ -146,12 +146,21 @@ def test_math_renders_offline(site):
   dom = _chromium(budget, "--dump-dom", page.as_uri())
   script = re.search(r'<script[^>]*src="([^"]*tex-chtml[^"]*)"', dom)
   assert script and not script.group(1).startswith(("http", "//")), script
-  assert (site / script.group(1)).is_file()
+  assert (site / script.group(1).split("?")[0]).is_file()  # ?v=checksum
   assert dom.count("<mjx-container") >= 10  # inline and display formulas
   text = visible_text(dom)
   assert r"\(" not in text and r"\[" not in text and r"\kappa" not in text
   shot = screenshot(page, "gate.png", budget)
   assert shot.stat().st_size > 20_000
+
+
+def test_index_and_results_show_the_one_verdict(site):
+  """docs/snippets/verdict.md, included, reads the same on both pages."""
+  words = lambda text: " ".join(text.replace("\u2019", "'").split())
+  verdict = words((DOCS / "snippets" / "verdict.md").read_text()
+                  ).replace("**", "")
+  for page in ("index.html", "results.html"):
+    assert verdict in words(visible_text((site / page).read_text())), page
 
 
 def test_objects_inventory_lists_every_public_name(site):
