@@ -26,8 +26,8 @@ import numpy as np
 from faster_coco_eval import COCO
 from faster_coco_eval import COCOeval_faster
 
-from experiments.harness.data_detection import check_targets
 from experiments.harness.data_detection import cxcywh_to_xyxy
+from mimuon_optax.models.yolo26 import loss as yolo_loss
 
 
 class MapResult(NamedTuple):
@@ -108,8 +108,14 @@ def coco_map(gt_boxes, gt_classes,
   """
   if gt_mask is None:
     gt_boxes, gt_classes, gt_mask = _pad(gt_boxes, gt_classes)
-  check_targets(gt_boxes, gt_classes, gt_mask, num_classes, name="gt_boxes")
   gt_classes, gt_mask = np.asarray(gt_classes), np.asarray(gt_mask, bool)
+  try:  # the loss' check: one rule for what a box is
+    yolo_loss.check_targets(
+        yolo_loss.Targets(np.asarray(gt_boxes), gt_classes, gt_mask),
+        num_classes)
+  except ValueError as error:
+    raise ValueError(f"coco_map ground truth (gt_boxes, gt_classes): {error}"
+                     ) from error
   if len(predictions) != len(gt_mask):
     raise ValueError(f"predictions has {len(predictions)} images, the ground "
                      f"truth {len(gt_mask)}")

@@ -43,6 +43,7 @@ the larger set (`DetectionConfig.small` is nested in `full`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -55,6 +56,7 @@ from PIL import Image
 
 from experiments.harness import data_images
 from experiments.harness import data_text
+from mimuon_optax.models.yolo26 import loss as yolo_loss
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -146,41 +148,6 @@ def cxcywh_to_xyxy(boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
   return np.concatenate([centre - size / 2, centre + size / 2], -1)
 
 
-def check_targets(boxes, classes, mask, num_classes: int = 10,
-                  name: str = "boxes") -> None:
-  """Raises ValueError naming the first bad (image, slot) of padded targets.
-
-  Real boxes (where `mask`) must be finite normalized (cx, cy, w, h) with
-  w, h > 0 and the box inside [0, 1]; classes in [0, num_classes).
-  """
-  boxes, classes, mask = (np.asarray(boxes), np.asarray(classes),
-                          np.asarray(mask, bool))
-  if boxes.ndim != 3 or boxes.shape[-1] != 4:
-    raise ValueError(f"{name} must have shape (N, M, 4), got {boxes.shape}")
-  if classes.shape != boxes.shape[:2] or mask.shape != boxes.shape[:2]:
-    raise ValueError(f"classes {classes.shape} and mask {mask.shape} must "
-                     f"have shape {boxes.shape[:2]} (of {name})")
-  b = boxes.astype(np.float64)
-  half = b[..., 2:] / 2
-  bad = {
-      "not finite": ~np.isfinite(b).all(-1),
-      "with w or h <= 0": (b[..., 2:] <= 0).any(-1),
-      "outside [0, 1]": ((b[..., :2] - half < -1e-6)
-                         | (b[..., :2] + half > 1 + 1e-6)).any(-1),
-  }
-  for what, where in bad.items():
-    hits = np.argwhere(where & mask)
-    if len(hits):
-      i, j = hits[0]
-      raise ValueError(f"{name}[{i}, {j}] = {boxes[i, j].tolist()} is {what}"
-                       " (normalized cx, cy, w, h)")
-  hits = np.argwhere(((classes < 0) | (classes >= num_classes)) & mask)
-  if len(hits):
-    i, j = hits[0]
-    raise ValueError(f"class of {name}[{i}, {j}] is {classes[i, j]}, must be"
-                     f" in [0, {num_classes})")
-
-
 def _check_split(split: str) -> str:
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -189,10 +156,19 @@ def _check_split(split: str) -> str:
 
 # --- Fashion-MNIST items -----------------------------------------------------
 def _source_files(data_dir) -> dict[str, pathlib.Path]:
+  """The four IDX files, found by data_images (one reader per data set)."""
+  # pylint: disable=protected-access
   folder = pathlib.Path(data_dir or data_images.DEFAULT_FASHION_DIR)
-  # data_images' file table and finder: one reader for Fashion-MNIST.
-  return {k: data_images._find(folder, v)  # pylint: disable=protected-access
-          for k, v in data_images._FASHION_FILES.items()}  # pylint: disable=protected-access
+  return {k: data_images._find(folder, v)
+          for k, v in data_images._FASHION_FILES.items()}
+
+
+@functools.lru_cache(maxsize=4)
+def _read_idx(path: pathlib.Path) -> np.ndarray:
+  """data_images.read_idx, once per file and process (read-only arrays)."""
+  array = data_images.read_idx(path)
+  array.flags.writeable = False
+  return array
 
 
 def _items(split: str, config: DetectionConfig, data_dir
@@ -200,7 +176,7 @@ def _items(split: str, config: DetectionConfig, data_dir
   """(source images (K, 28, 28) uint8, labels (K,), this split's pool)."""
   files = _source_files(data_dir)
   x_key, y_key = _SOURCE[split]
-  x, y = data_images.read_idx(files[x_key]), data_images.read_idx(files[y_key])
+  x, y = _read_idx(files[x_key]), _read_idx(files[y_key])
   if split == "test":
     return x, y, np.arange(len(x))
   order = np.random.default_rng([config.seed, 0]).permutation(len(x))
@@ -323,7 +299,8 @@ def make_split(config: DetectionConfig, split: str,
     boxes[i, :k] = np.concatenate(
         [(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1) / size
     classes[i, :k], mask[i, :k], item_ids[i, :k] = cls, True, ids
-  check_targets(boxes, classes, mask, len(CLASS_NAMES), name=f"{split}.boxes")
+  yolo_loss.check_targets(yolo_loss.Targets(boxes, classes, mask),
+                          len(CLASS_NAMES))
   return DetectionSet(split, images, boxes, classes, mask, item_ids)
 
 
