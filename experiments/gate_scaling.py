@@ -25,19 +25,20 @@ Writes results.json, results.md, scaling.png and COMMAND.md.
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import pathlib
 import platform
-import shlex
-import sys
 import time
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import mimuon_optax
+from experiments.harness import cli
+from experiments.harness import reporting
+from experiments.harness.cli import field
 from mimuon_optax._mix import DEFAULT_TAU
 
 FAMILIES = ("gauss", "square", "lowrank", "powerlaw")
@@ -187,35 +188,36 @@ def plot(res: dict, path: pathlib.Path) -> None:
   plt.close(fig)
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(
-      prog="python -m experiments.gate_scaling", description=__doc__.split(
-          "\n")[0])
-  parser.add_argument("--out", default="runs/gate_scaling",
-                      help="output folder (default: %(default)s)")
-  parser.add_argument("--samples-scale", type=float, default=1.0,
-                      help="multiply the samples per (family, k)")
-  parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args(argv)
-  if args.samples_scale <= 0:
-    parser.error("--samples-scale must be > 0")
-  out = pathlib.Path(args.out)
+@dataclasses.dataclass(frozen=True)
+class GateScalingConfig:
+  """Configuration of `gate_scaling` (every field is a `--flag`)."""
+
+  out: str = field("runs/gate_scaling", "output folder")
+  samples_scale: float = field(1.0, "multiply the samples per (family, k)",
+                               positive=True)
+  seed: int = field(0, "seed of the random matrices")
+
+
+def run_and_write(cfg: GateScalingConfig, command: str) -> dict:
+  """`run`, then results.json, results.md, scaling.png and COMMAND.md."""
+  out = pathlib.Path(cfg.out)
   out.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()
-  res = run(args.samples_scale, args.seed)
+  res = run(cfg.samples_scale, cfg.seed)
   wall = time.perf_counter() - t0
-  command = shlex.join(["python", "-m", "experiments.gate_scaling",
-                        *(argv if argv is not None else sys.argv[1:])])
-  (out / "results.json").write_text(json.dumps(res, indent=1))
+  reporting.write_json(out / "results.json", res)
   md = markdown(res, command, wall)
   (out / "results.md").write_text(md)
-  (out / "COMMAND.md").write_text(
-      f"```\n{command}\n```\nwall {wall:.0f} s; jax {jax.__version__},"
-      f" numpy {np.__version__}, python {platform.python_version()},"
-      f" {platform.machine()}\n")
+  reporting.write_command_md(out, "gate_scaling: which gap statistic is"
+                             " size-free", command, [cfg.seed], wall)
   plot(res, out / "scaling.png")
   print(md)
-  print(f"results: {out.resolve()}\nplot: {(out / 'scaling.png').resolve()}")
+  print(f"plot: {(out / 'scaling.png').resolve()}")
+  return res
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+  return cli.study_main(GateScalingConfig, __doc__, run_and_write, argv)
 
 
 if __name__ == "__main__":

@@ -28,21 +28,19 @@ import csv
 import dataclasses
 import json
 import pathlib
-import shlex
-import sys
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
-from experiments import cli
-from experiments import data_images
-from experiments import plots
-from experiments import reporting
 from experiments import tau_sweep
-from experiments import tau_sweep_report
 from experiments import train_vision
-from experiments.cli import field
+from experiments.harness import cli
+from experiments.harness import data_images
+from experiments.harness import plots
+from experiments.harness import reporting
+from experiments.harness import tau_sweep_report
+from experiments.harness.cli import field
 
 ARMS = ("adamw", "muon", "mimuon")
 METRICS = ("train_loss", "test_loss", "gap", "test_acc", "orth_frac")
@@ -224,11 +222,7 @@ def run(cfg: GenGapConfig, command: str = "") -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-  cfg = cli.parse_config(GenGapConfig, __doc__.split("\n\n")[0], argv)
-  args = sys.argv[1:] if argv is None else list(argv)
-  runs = run(cfg, "python -m experiments.gen_gap " + shlex.join(args))
-  print(f"results: {pathlib.Path(cfg.out).resolve()}")
-  return runs
+  return cli.study_main(GenGapConfig, __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -33,20 +33,18 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import shlex
-import sys
 import time
 from typing import Any, Sequence
 
 import jax
 
-from experiments import cli
-from experiments import data_text
-from experiments import reporting
 from experiments import size_study
 from experiments import tau_sweep
 from experiments import train_lm
-from experiments.cli import field
+from experiments.harness import cli
+from experiments.harness import data_text
+from experiments.harness import reporting
+from experiments.harness.cli import field
 
 HISTORIES = ("henry_iv_part_1", "henry_iv_part_2", "henry_v",
              "henry_vi_part_1", "henry_vi_part_2", "henry_vi_part_3",
@@ -208,11 +206,7 @@ def run(cfg: LMFinetuneConfig, command: str = "") -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  cfg = cli.parse_config(LMFinetuneConfig, __doc__.split("\n\n")[0], argv)
-  args = sys.argv[1:] if argv is None else list(argv)
-  report = run(cfg, "python -m experiments.lm_finetune " + shlex.join(args))
-  print(f"results: {pathlib.Path(cfg.out).resolve()}")
-  return report
+  return cli.study_main(LMFinetuneConfig, __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import shlex
-import sys
 import time
 from typing import Any, Sequence
 
-from experiments import cli
-from experiments import reporting
 from experiments import size_study
 from experiments import tau_sweep
 from experiments import train_lm
-from experiments.cli import field
+from experiments.harness import cli
+from experiments.harness import reporting
+from experiments.harness.cli import field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,11 +111,7 @@ def run(cfg: LMSmallDataConfig, command: str = "") -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  cfg = cli.parse_config(LMSmallDataConfig, __doc__.split("\n\n")[0], argv)
-  args = sys.argv[1:] if argv is None else list(argv)
-  report = run(cfg, "python -m experiments.lm_small_data " + shlex.join(args))
-  print(f"results: {pathlib.Path(cfg.out).resolve()}")
-  return report
+  return cli.study_main(LMSmallDataConfig, __doc__, run, argv)
 
 
 if __name__ == "__main__":

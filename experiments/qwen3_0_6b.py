@@ -22,8 +22,6 @@ import dataclasses
 import json
 import pathlib
 import resource
-import shlex
-import sys
 import time
 from typing import Any, Sequence
 
@@ -32,14 +30,14 @@ import optax
 from flax import nnx
 
 import mimuon_optax
-from experiments import cli
-from experiments import data_text
-from experiments import diagnostics
-from experiments import loop
-from experiments import optimizers
-from experiments import plots
-from experiments import reporting
-from experiments.cli import field
+from experiments.harness import cli
+from experiments.harness import data_text
+from experiments.harness import diagnostics
+from experiments.harness import loop
+from experiments.harness import optimizers
+from experiments.harness import plots
+from experiments.harness import reporting
+from experiments.harness.cli import field
 from mimuon_optax import training
 from mimuon_optax.models.qwen3 import Qwen3Config
 from mimuon_optax.models.qwen3 import Qwen3ForCausalLM
@@ -207,14 +205,16 @@ def _plot(records, path, cfg):
   plots.save_figure(fig, path)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  cfg = cli.parse_config(Qwen06Config, __doc__.split("\n\n")[0], argv)
-  args = sys.argv[1:] if argv is None else list(argv)
-  summary = run(cfg, "python -m experiments.qwen3_0_6b " + shlex.join(args))
+def run_and_show(cfg: Qwen06Config, command: str) -> dict[str, Any]:
+  """`run`, then prints its summary."""
+  summary = run(cfg, command)
   print(json.dumps({k: v for k, v in summary.items()
                     if k not in ("env", "config")}, indent=1))
-  print(f"results: {pathlib.Path(cfg.out).resolve()}")
   return summary
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  return cli.study_main(Qwen06Config, __doc__, run_and_show, argv)
 
 
 if __name__ == "__main__":

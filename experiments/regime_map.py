@@ -26,16 +26,14 @@ import dataclasses
 import json
 import math
 import pathlib
-import shlex
-import sys
 import time
 from typing import Any, Sequence
 
-from experiments import cli
-from experiments import plots
-from experiments import reporting
-from experiments.cli import field
-from experiments.tau_sweep_report import mean_std
+from experiments.harness import cli
+from experiments.harness import plots
+from experiments.harness import reporting
+from experiments.harness.cli import field
+from experiments.harness.tau_sweep_report import mean_std
 
 RESULTS = "experiments/results"
 # Study folder -> (task label, items per step from its config, unit).
@@ -182,9 +180,7 @@ def run(cfg: RegimeMapConfig, command: str = "") -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
-  cfg = cli.parse_config(RegimeMapConfig, __doc__.split("\n\n")[0], argv)
-  args = sys.argv[1:] if argv is None else list(argv)
-  return run(cfg, "python -m experiments.regime_map " + shlex.join(args))
+  return cli.study_main(RegimeMapConfig, __doc__, run, argv)
 
 
 if __name__ == "__main__":

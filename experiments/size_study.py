@@ -19,10 +19,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from experiments import plots
-from experiments import reporting
 from experiments import tau_sweep
-from experiments import tau_sweep_report
+from experiments.harness import plots
+from experiments.harness import reporting
+from experiments.harness import tau_sweep_report
 
 # The two MiMuon arms: taus whose orthogonalized fraction along Muon's own
 # trajectory is about 0.9 and 0.5 (the 0.1 and 0.5 quantiles of rho).

@@ -10,9 +10,9 @@ library's own `mimuon_optax.spectral_gaps` (precision="host", and again
 with "float64" to check that both paths decide alike on real momenta). Muon is MiMuon with tau=0, so
 these are the momenta the gate sees before it changes the trajectory.
 Offline, each tau_mode's rule is applied to the recorded statistics over a
-grid of tau (`experiments/spectra_analysis.py`). Writes spectra.json
+grid of tau (`experiments/harness/spectra_analysis.py`). Writes spectra.json
 (config, environment, every recorded statistic, the analysis), findings.md,
-COMMAND.md and spectra.png (`experiments/spectra_plots.py`, which can redraw
+COMMAND.md and spectra.png (`experiments/harness/spectra_plots.py`, which can redraw
 it from spectra.json).
 """
 
@@ -21,10 +21,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import shlex
 import shutil
 import subprocess
-import sys
 import time
 from typing import Any, Sequence
 
@@ -33,18 +31,18 @@ import numpy as np
 import optax
 
 import mimuon_optax
-from experiments import cli
-from experiments import data_text
-from experiments import diagnostics
-from experiments import optimizers
-from experiments import reporting
-from experiments import spectra_analysis
-from experiments import spectra_plots
 from experiments import train_lm
-from experiments.cli import field
-from experiments.spectra_analysis import BETA
-from experiments.spectra_analysis import FIELDS
-from experiments.spectra_analysis import TAU_GRIDS
+from experiments.harness import cli
+from experiments.harness import data_text
+from experiments.harness import diagnostics
+from experiments.harness import optimizers
+from experiments.harness import reporting
+from experiments.harness import spectra_analysis
+from experiments.harness import spectra_plots
+from experiments.harness.cli import field
+from experiments.harness.spectra_analysis import BETA
+from experiments.harness.spectra_analysis import FIELDS
+from experiments.harness.spectra_analysis import TAU_GRIDS
 from mimuon_optax import _matrix
 
 # Files of the earlier (merged-gap) version of this study.
@@ -198,10 +196,9 @@ def remove_stale(out: pathlib.Path) -> None:
       path.unlink()
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  cfg = cli.parse_config(SpectraConfig, __doc__.split("\n\n")[0], argv)
-  args = sys.argv[1:] if argv is None else list(argv)
-  command = shlex.join(["python", "-m", "experiments.spectra", *args])
+def run(cfg: SpectraConfig, command: str) -> dict[str, Any]:
+  """Records (or, with `--reanalyse`, re-reads) the spectra; writes
+  spectra.json, findings.md, spectra.png and COMMAND.md."""
   out = pathlib.Path(cfg.out)
   out.mkdir(parents=True, exist_ok=True)
   if cfg.reanalyse:  # same records, current analysis code
@@ -237,8 +234,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
        f"models: {', '.join(cfg.presets)} (experiments/train_lm.py presets)",
        "analysis only (same records): python -m experiments.spectra"
        f" --reanalyse --out {cfg.out}; plot only: python -m"
-       f" experiments.spectra_plots --out {cfg.out}"])
+       f" experiments.harness.spectra_plots --out {cfg.out}"])
   return result
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  return cli.study_main(SpectraConfig, __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ permutation of the official 60k, seed 1234) / the official 10k test.
 Writes to `--out`: runs.json (every run), results.csv and results.md (per
 arm), tau_sweep.png (test loss and gap vs orthogonalized fraction, seed
 bars), curves.png (validation loss vs step per arm, seed band) and COMMAND.md
-(`experiments/tau_sweep_report.py`).
+(`experiments/harness/tau_sweep_report.py`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
-import shlex
-import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -53,16 +51,16 @@ import optax
 from flax import nnx
 
 import mimuon_optax
-from experiments import cli
-from experiments import data_images
-from experiments import data_text
-from experiments import loop
-from experiments import optimizers
-from experiments import reporting
-from experiments import tau_sweep_report
 from experiments import train_lm
 from experiments import train_vision
-from experiments.cli import field
+from experiments.harness import cli
+from experiments.harness import data_images
+from experiments.harness import data_text
+from experiments.harness import loop
+from experiments.harness import optimizers
+from experiments.harness import reporting
+from experiments.harness import tau_sweep_report
+from experiments.harness.cli import field
 from mimuon_optax import training
 from mimuon_optax.models.qwen3 import Qwen3ForCausalLM
 from mimuon_optax.models.qwen3 import next_token_loss
@@ -448,12 +446,7 @@ def train_arms(cfg: Any, task: Task, arms: Sequence[Arm],
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  cfg = cli.parse_config(TauSweepConfig, __doc__.split("\n\n")[0], argv)
-  args = sys.argv[1:] if argv is None else list(argv)
-  command = "python -m experiments.tau_sweep " + shlex.join(args)
-  report = run(cfg, command)
-  print(f"results: {pathlib.Path(cfg.out).resolve()}")
-  return report
+  return cli.study_main(TauSweepConfig, __doc__, run, argv)
 
 
 if __name__ == "__main__":

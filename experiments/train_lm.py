@@ -26,7 +26,7 @@ pod `--coordinator auto`) with `--mesh` over the devices of all of them.
 Each process reads only its rows of every batch; process 0 alone prints and
 writes metrics, plots and the summary; every process writes its shards of
 the checkpoints, so `--out` must be a directory all hosts see. Rehearse on
-one machine with `python -m experiments.launch` (N local processes).
+one machine with `python -m experiments.harness.launch` (N local processes).
 """
 
 from __future__ import annotations
@@ -42,12 +42,12 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from experiments import cli
-from experiments import data_text
-from experiments import distributed
-from experiments import loop
-from experiments import optimizers
-from experiments.cli import field
+from experiments.harness import cli
+from experiments.harness import data_text
+from experiments.harness import distributed
+from experiments.harness import loop
+from experiments.harness import optimizers
+from experiments.harness.cli import field
 from mimuon_optax.models.qwen3 import Qwen3Config
 from mimuon_optax.models.qwen3 import Qwen3ForCausalLM
 from mimuon_optax.models.qwen3 import next_token_loss

@@ -23,12 +23,12 @@ import numpy as np
 from flax import nnx
 
 import mimuon_optax
-from experiments import cli
-from experiments import data_images
-from experiments import diagnostics
-from experiments import loop
-from experiments import optimizers
-from experiments.cli import field
+from experiments.harness import cli
+from experiments.harness import data_images
+from experiments.harness import diagnostics
+from experiments.harness import loop
+from experiments.harness import optimizers
+from experiments.harness.cli import field
 
 MODELS = ("cnn", "mlp")
 CONV_DIMS = mimuon_optax.MuonDimensionNumbers(reduction_axis=(0, 1, 2),

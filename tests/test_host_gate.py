@@ -394,7 +394,7 @@ def test_two_processes_measure_their_own_matrices_on_the_host():
   ~15 s; the launcher's limit (and the subprocess's) catch hangs.
   """
   proc = subprocess.run(
-      [sys.executable, '-m', 'experiments.launch', '--num-processes', '2',
+      [sys.executable, '-m', 'experiments.harness.launch', '--num-processes', '2',
        '--devices-per-process', '1', '--timeout', '240', '--module',
        'tests.test_host_gate', '--', 'pod'],
       cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -490,7 +490,7 @@ def case_mesh() -> dict:
 
 def case_pod() -> dict:
   """One of two launcher processes with one CPU device each (test above)."""
-  from experiments import distributed  # pylint: disable=import-outside-toplevel
+  from experiments.harness import distributed  # pylint: disable=import-outside-toplevel
   distributed.init_distributed(distributed.DistributedConfig())
   import jax  # pylint: disable=import-outside-toplevel
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel

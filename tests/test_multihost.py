@@ -1,6 +1,6 @@
 """Two processes x 4 CPU devices, as the hosts of a pod: train_lm, resume, kill.
 
-`experiments.launch` starts the processes on loopback (jax.distributed, gloo);
+`experiments.harness.launch` starts the processes on loopback (jax.distributed, gloo);
 they train the tiny Qwen3 on one (data 2, fsdp 4) mesh over the 8 devices of
 both. The reference is one process with 8 simulated devices on the same mesh
 shape. Every subprocess runs under a limit of several times its measured
@@ -23,9 +23,9 @@ import time
 import numpy as np
 import pytest
 
-from experiments import distributed
-from experiments import launch
-from experiments import reporting
+from experiments.harness import distributed
+from experiments.harness import launch
+from experiments.harness import reporting
 from experiments import train_lm
 from mimuon_optax import checkpoint
 
@@ -105,7 +105,7 @@ def _one_process(shared, out, *args):
 
 
 def _launch_cmd(*args, timeout=LAUNCH_TIMEOUT):
-  return [sys.executable, "-m", "experiments.launch", "--num-processes", "2",
+  return [sys.executable, "-m", "experiments.harness.launch", "--num-processes", "2",
           "--devices-per-process", "4", "--timeout", str(timeout), "--", *args]
 
 
@@ -299,7 +299,7 @@ def test_launcher_timeout_kills_processes_that_ignore_sigterm(tmp_path):
   # on a busy 2-core CPU, 6x within the launcher's 12 s.
   t0 = time.perf_counter()
   proc = subprocess.Popen(
-      [sys.executable, "-m", "experiments.launch", "--num-processes", "2",
+      [sys.executable, "-m", "experiments.harness.launch", "--num-processes", "2",
        "--timeout", "12", "--grace", "2", "--module", "tests.test_multihost",
        "--", "stubborn", str(tmp_path)], cwd=ROOT, stderr=subprocess.PIPE,
       text=True)
@@ -321,7 +321,7 @@ def test_launcher_timeout_kills_processes_that_ignore_sigterm(tmp_path):
 def test_launcher_timeout_prints_where_processes_hang(tmp_path):
   # As above (children ready in 2 s, 6x within 12 s), with faulthandler on.
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.launch", "--num-processes", "2",
+      [sys.executable, "-m", "experiments.harness.launch", "--num-processes", "2",
        "--timeout", "12", "--grace", "2", "--module", "tests.test_multihost",
        "--", "stubborn", str(tmp_path)], cwd=tmp_path, capture_output=True,
       text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT),
@@ -341,7 +341,7 @@ def test_mesh_path_across_processes_has_no_gram_all_reduce(shared):
   """muon/mimuon mesh= on a mesh over two processes: no Gram all-reduce."""
   # 13 s on a busy 2-core CPU: the launcher's 200 s catch a hang only.
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.launch", "--num-processes", "2",
+      [sys.executable, "-m", "experiments.harness.launch", "--num-processes", "2",
        "--devices-per-process", "4", "--timeout", "200", "--module",
        "tests.test_multihost", "--", "hlo"], cwd=ROOT, capture_output=True,
       text=True, timeout=RUN_TIMEOUT, env=_env(shared))
@@ -392,13 +392,13 @@ def test_flags_are_checked(monkeypatch):
   assert proc.returncode == 2 and "--process-id 5 is out of range" in (
       proc.stderr), proc.stderr
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.launch", "--num-processes", "0"],
+      [sys.executable, "-m", "experiments.harness.launch", "--num-processes", "0"],
       cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2 and "--num-processes" in proc.stderr
 
 
 def test_process_rows_and_windows(tmp_path):
-  from experiments import data_text
+  from experiments.harness import data_text
   tokens = np.arange(1000, dtype=np.int32)
   sampler = data_text.WindowSampler(tokens, 16, 8, seed=3)
   for rows in (slice(None), slice(0, 4), slice(4, 8)):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import optax
 
-from experiments import cli
+from experiments.harness import cli
 from experiments import compare
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

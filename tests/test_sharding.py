@@ -426,7 +426,7 @@ def case_train_lm() -> dict:
   import shutil
   import tempfile
   import numpy as np
-  from experiments import reporting
+  from experiments.harness import reporting
   from experiments import train_lm
   from mimuon_optax import checkpoint
 

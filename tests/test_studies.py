@@ -12,12 +12,12 @@ import math
 import numpy as np
 import pytest
 
-from experiments import data_images
-from experiments import data_text
+from experiments.harness import data_images
+from experiments.harness import data_text
 from experiments import gen_gap
 from experiments import qwen3_0_6b
 from experiments import tau_sweep
-from experiments import tau_sweep_report
+from experiments.harness import tau_sweep_report
 
 
 def check_sweep(report, seeds, arms=None):

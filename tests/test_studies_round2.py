@@ -142,7 +142,7 @@ def test_finetune_scales_the_adamw_lr_of_non_matrix_leaves(monkeypatch):
   """Muon's AdamW part follows --grid-scale in fine-tuning, not in
   pretraining; tau_sweep.optimizer passes it on."""
   from experiments import lm_finetune
-  from experiments import optimizers
+  from experiments.harness import optimizers
   cfg = lm_finetune.LMFinetuneConfig(grid_scale=0.03)
   assert math.isclose(lm_finetune.sweep_config(cfg, 10, 0.03).adam_lr, 9e-5)
   assert math.isclose(lm_finetune.sweep_config(cfg, 10, 1.0).adam_lr, 3e-3)

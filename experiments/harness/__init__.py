@@ -13,6 +13,6 @@ diagnostics, reports and plots. Nothing here imports a study
   launch        N local processes of a multi-process run (pod rehearsal)
   reporting     jsonl, JSON, markdown tables, COMMAND.md
   plots         curve styles and saving figures
-  sweep_report  a tau_sweep run's tables, plots and files (reads results)
+  tau_sweep_report  a tau_sweep run's tables, plots and files (reads results)
   spectra_analysis, spectra_plots   the spectra study's analysis and plot
 """

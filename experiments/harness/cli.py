@@ -6,11 +6,17 @@
 
   cfg = parse_config(Config, "what the script does")
 
+A study's `main` is one call: `study_main(Config, __doc__, run, argv)` parses
+the flags, checks that `--out` can be written, builds the command line that
+reproduces the run, calls `run(cfg, command)` and prints where the results
+are.
+
 Types come from the annotations (bool -> `--flag/--no-flag`, `tuple[X, ...]`
 -> one or more X, `X | None` accepts `none`); `choices`, `minimum` and
 `positive` are checked by argparse, a float flag never accepts NaN, and a
-`ValueError` from the dataclass's `__post_init__` becomes a one-line usage
-error (exit 2).
+`ValueError` from the dataclass's `__post_init__`, and an `out` field naming
+a folder that cannot be written, become a one-line error (exit 2) before
+any work.
 """
 
 from __future__ import annotations
@@ -18,10 +24,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
+import pathlib
+import shlex
 import sys
+import tempfile
 import types
 import typing
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 def field(default: Any, help: str, *, choices: Sequence[Any] | None = None,  # noqa: A002
@@ -126,11 +138,64 @@ def parse_with_presets(config_cls: type, description: str,
 
 def _checked(parser: argparse.ArgumentParser, config_cls: type,
              values: dict[str, Any]) -> Any:
-  """The config, or a one-line usage error (exit 2) for a bad combination."""
+  """The config, or a one-line usage error (exit 2) for a bad combination
+  or an `out` folder that cannot be written."""
   try:
-    return _to_config(config_cls, values)
+    cfg = _to_config(config_cls, values)
   except ValueError as e:
     parser.error(str(e))
+  out = getattr(cfg, "out", None)
+  if isinstance(out, str):
+    problem = unwritable(out)
+    if problem is not None:  # the flags are fine: one line, no usage
+      parser.exit(2, f"{parser.prog}: error: --out {out}: {problem}\n")
+  return cfg
+
+
+def unwritable(folder: str | os.PathLike) -> str | None:
+  """Why `folder` cannot be (created and) written, or None if it can.
+
+  Tried for real, leaving nothing behind: a temporary folder is made and
+  removed in `folder`, or in its nearest existing parent when `folder` does
+  not exist yet (permission bits say nothing for root or on /proc).
+  """
+  path = pathlib.Path(folder).absolute()
+  existing = path
+  while not existing.exists():
+    existing = existing.parent
+  if not existing.is_dir():
+    return f"{existing} is not a folder"
+  try:
+    os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=existing))
+  except OSError as e:
+    return f"cannot create a folder in {existing} ({e.strerror})"
+  return None
+
+
+def study_main(config_cls: type, doc: str, run: Callable[[Any, str], T],
+               argv: Sequence[str] | None = None, *,
+               presets: dict[str, dict[str, Any]] | None = None) -> T:
+  """The `main` of a study: flags -> config -> `run(cfg, command)`.
+
+  The first paragraph of `doc` describes the flags; `presets` adds
+  `--preset NAME` (`parse_with_presets`). A bad flag, or an `--out` that
+  cannot be written, is a one-line error (exit 2) before any work.
+  `command` is the `python -m experiments.NAME ...` line that reproduces the
+  run (written to COMMAND.md by the studies); the folder of the results is
+  printed last.
+  """
+  description = doc.split("\n\n")[0]
+  if presets is None:
+    cfg = parse_config(config_cls, description, argv)
+  else:
+    cfg = parse_with_presets(config_cls, description, presets, argv)
+  module = config_cls.__module__
+  if module == "__main__":  # python -m experiments.NAME
+    module = sys.modules["__main__"].__spec__.name
+  args = sys.argv[1:] if argv is None else list(argv)
+  result = run(cfg, shlex.join(["python", "-m", module, *args]))
+  print(f"results: {pathlib.Path(cfg.out).resolve()}")
+  return result
 
 
 def _to_config(config_cls: type, values: dict[str, Any]) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 
 import jax
 
-from experiments.cli import field
+from experiments.harness.cli import field
 
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"

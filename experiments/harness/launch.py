@@ -1,6 +1,6 @@
 """Start N local processes of a multi-process run, as on a pod, on loopback.
 
-  python -m experiments.launch --num-processes 2 --devices-per-process 4 \
+  python -m experiments.harness.launch --num-processes 2 --devices-per-process 4 \
     -- --mesh 2x4 --batch-size 16 --out runs/pod_rehearsal
 
 Runs `python -m MODULE ARGS` (`--module`, default experiments.train_lm) N
@@ -31,7 +31,7 @@ import sys
 import time
 from typing import Sequence
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 TIMEOUT_EXIT = 124
 POLL_S = 0.1
 
@@ -166,7 +166,7 @@ def _raise_interrupt(signum, frame):
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
-      prog="python -m experiments.launch",
+      prog="python -m experiments.harness.launch",
       description=__doc__.split("\n\n")[0],
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument("--num-processes", type=int, default=2,

@@ -35,12 +35,12 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding
 
-from experiments import cli
-from experiments import diagnostics
-from experiments import distributed
-from experiments import plots
-from experiments import reporting
-from experiments.cli import field
+from experiments.harness import cli
+from experiments.harness import diagnostics
+from experiments.harness import distributed
+from experiments.harness import plots
+from experiments.harness import reporting
+from experiments.harness.cli import field
 from mimuon_optax import checkpoint
 from mimuon_optax import training
 

@@ -15,7 +15,7 @@ import jax
 import optax
 
 import mimuon_optax
-from experiments.cli import field
+from experiments.harness.cli import field
 from mimuon_optax import _mix
 
 OPTIMIZERS = ("adamw", "muon", "mimuon")

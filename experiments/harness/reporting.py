@@ -1,7 +1,7 @@
 """What a run leaves on disk: metrics.jsonl, JSON, markdown, COMMAND.md.
 
 Also the run environment (CPU model, library versions) that every results
-file records. Plots are `experiments.plots`.
+file records. Plots are `experiments.harness.plots`.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from experiments import optimizers
-from experiments import reporting
+from experiments.harness import optimizers
+from experiments.harness import reporting
 from mimuon_optax import DEFAULT_TAU
 
 BETA = 0.95  # Muon's momentum decay (mimuon_optax.muon's default).

@@ -1,6 +1,6 @@
 """The plot of `experiments.spectra`, redrawn from its spectra.json.
 
-  python -m experiments.spectra_plots --out experiments/results/spectra
+  python -m experiments.harness.spectra_plots --out experiments/results/spectra
 
 One PNG: the orthogonalized fraction vs tau per model width for
 tau_mode="spacing" and "relative", and a histogram of rho per width.
@@ -15,9 +15,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from experiments import cli
-from experiments import plots
-from experiments.cli import field
+from experiments.harness import cli
+from experiments.harness import plots
+from experiments.harness.cli import field
 
 STYLES = (dict(color="C0", ls="-", marker="o"),
           dict(color="C3", ls="--", marker="s"),

@@ -1,5 +1,8 @@
 """The tables, plots and files of a `experiments.tau_sweep` run.
 
+It reads results only: `cfg` is any config with `task` and `seeds`, an arm
+any object with `name`, `optimizer`, `tau` and `sgd_scale`.
+
   rows = summarize(cfg, arms, runs, chosen)   # per arm: mean, std, vs Muon
   write_outputs(cfg, out, report, command)    # runs.json, results.*, PNGs
 
@@ -14,15 +17,12 @@ import csv
 import json
 import math
 import pathlib
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from experiments import plots
-from experiments import reporting
-
-if TYPE_CHECKING:
-  from experiments import tau_sweep
+from experiments.harness import plots
+from experiments.harness import reporting
 
 METRICS = ("train_loss", "val_loss", "test_loss", "gap", "test_acc",
            "orth_frac", "val_change_last20")
@@ -51,7 +51,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
   return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def summarize(cfg: tau_sweep.TauSweepConfig, arms: Sequence[tau_sweep.Arm], runs: list[dict],
+def summarize(cfg: Any, arms: Sequence[Any], runs: list[dict],
               chosen: dict[str, float]) -> list[dict]:
   """Per arm: mean and std over seeds at the chosen lr, and the paired
   test-loss / gap difference to Muon."""
@@ -94,7 +94,7 @@ def _pm(row, m, digits=4):
   return f"{row[f'{m}_mean']:.{digits}f} ± {row[f'{m}_std']:.{digits}f}"
 
 
-def write_outputs(cfg: tau_sweep.TauSweepConfig, out: pathlib.Path, report: dict,
+def write_outputs(cfg: Any, out: pathlib.Path, report: dict,
                   command: str) -> None:
   runs_json = [{k: v for k, v in r.items() if k != "rho"}
                for r in report["runs"]]
@@ -176,7 +176,7 @@ def convergence_text(rows: list[dict]) -> list[str]:
 
 
 def plot_summary(rows: list[dict], path: pathlib.Path,
-                 cfg: tau_sweep.TauSweepConfig) -> None:
+                 cfg: Any) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -210,7 +210,7 @@ def plot_summary(rows: list[dict], path: pathlib.Path,
 
 
 def plot_curves(runs: list[dict], rows: list[dict], path: pathlib.Path,
-                cfg: tau_sweep.TauSweepConfig) -> None:
+                cfg: Any) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
