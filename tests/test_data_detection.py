@@ -323,3 +323,15 @@ def test_roughly_agrees_with_ultralytics_ap_per_class(tiny):
   assert 0.2 < result.map50_95 < 0.9  # a case that is neither trivial nor hopeless
   assert result.map50_95 == pytest.approx(ap.mean(), abs=0.01)
   assert result.map50 == pytest.approx(ap[:, 0].mean(), abs=0.01)
+
+
+def test_command_writes_the_yolo_layout(tmp_path, capsys):
+  path = dd.main(["--out", str(tmp_path / "yolo"), "--cache-dir",
+                  str(tmp_path / "cache"), "--image-size", "32",
+                  "--min-scale", "8", "--max-scale", "16", "--num-train", "2",
+                  "--num-val", "1", "--num-test", "1", "--noise-std", "2.5"])
+  assert capsys.readouterr().out.strip() == str(path)
+  assert len(list((tmp_path / "yolo/images/train").glob("*.png"))) == 2
+  labels = (tmp_path / "yolo/labels/test/000000.txt").read_text().splitlines()
+  assert 1 <= len(labels) <= 6 and all(len(r.split()) == 5 for r in labels)
+  assert len(list((tmp_path / "cache").rglob("*.npz"))) == 3
