@@ -335,3 +335,20 @@ def test_command_writes_the_yolo_layout(tmp_path, capsys):
   labels = (tmp_path / "yolo/labels/test/000000.txt").read_text().splitlines()
   assert 1 <= len(labels) <= 6 and all(len(r.split()) == 5 for r in labels)
   assert len(list((tmp_path / "cache").rglob("*.npz"))) == 3
+
+
+def test_padded_model_detections_split_per_image(tiny):
+  # postprocess' (B, K, 6) rows [x0, y0, x1, y1, score, class]: the gt rows
+  # with score 0.9 plus rows below the confidence cut.
+  data = tiny["val"]
+  rows = np.zeros((len(data), 8, 6))
+  rows[..., 4] = 0.0005  # below conf=0.001: dropped
+  for i, (boxes, _, classes) in enumerate(_perfect(data)):
+    rows[i, :len(boxes)] = np.concatenate(
+        [boxes, np.full((len(boxes), 1), 0.9), classes[:, None]], 1)
+  per_image = cm.split_detections(rows)
+  assert [len(b) for b, _, _ in per_image] == data.mask.sum(1).tolist()
+  assert cm.coco_map(data.boxes, data.classes, per_image,
+                     image_size=TINY.image_size, gt_mask=data.mask).map50_95 == 1.0
+  with pytest.raises(ValueError, match="detections_BxKx6"):
+    cm.split_detections(rows[..., :5])

@@ -11,6 +11,7 @@ ground truth (COCO's convention: a class without any is left out).
   result.map50_95, result.map50, result.per_class   # per_class: (10,), NaN
                                                     # where a class has no gt
   predictions[i] = (boxes_xyxy (K, 4) pixels, scores (K,), classes (K,))
+  predictions = split_detections(postprocess(...))  # from (B, K, 6) rows
 
 ultralytics' validator (`ultralytics.utils.metrics.ap_per_class`) matches
 the same way but integrates the 101-point precision envelope with
@@ -159,3 +160,24 @@ def coco_map(gt_boxes, gt_classes,
   return MapResult(map50_95=float(precision[:, :, present].mean()),
                    map50=float(precision[0][:, present].mean()),
                    per_class=per_class)
+
+
+def split_detections(detections_BxKx6, conf: float = 0.001
+                     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """The model's padded detections -> `coco_map`'s per-image triples.
+
+  Args:
+    detections_BxKx6: rows ``[x0, y0, x1, y1, score, class]`` in pixels (what
+      `mimuon_optax.models.yolo26.modeling.postprocess` returns).
+    conf: rows with ``score > conf`` are kept (ultralytics' val: 0.001).
+
+  Returns:
+    N tuples (boxes (K_i, 4), scores (K_i,), classes (K_i,) int64).
+  """
+  detections = np.asarray(detections_BxKx6, np.float64)
+  if detections.ndim != 3 or detections.shape[-1] != 6:
+    raise ValueError("detections_BxKx6 must have shape (B, K, 6), got "
+                     f"{detections.shape}")
+  keep = detections[..., 4] > conf
+  return [(d[k, :4], d[k, 4], np.rint(d[k, 5]).astype(np.int64))
+          for d, k in zip(detections, keep)]
