@@ -3,6 +3,7 @@
 from mimuon_optax import _platform
 
 _platform.limit_openblas_threads()  # Before the first jax linalg call.
+_platform.check_versions()  # Before optax.contrib below, which old optax lack.
 
 # pylint: disable=g-import-not-at-top,g-bad-import-order
 
@@ -25,6 +26,7 @@ from mimuon_optax._mix import mimuon_mix
 from mimuon_optax._mix import mix_diagnostics
 from mimuon_optax._momentum import MomentumState
 from mimuon_optax._momentum import momentum
+from mimuon_optax._musgd import musgd
 from mimuon_optax._newton_schulz import GRAM_MIN_ASPECT
 from mimuon_optax._newton_schulz import NSSchedule
 from mimuon_optax._newton_schulz import newton_schulz
@@ -49,6 +51,7 @@ __all__ = (
     "mix_diagnostics",
     "momentum",
     "muon",
+    "musgd",
     "newton_schulz",
     "ns_schedule",
     "opt_state_shardings",
