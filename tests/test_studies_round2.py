@@ -224,12 +224,14 @@ def test_regime_map_pairs_each_seed_with_muon(tmp_path):
                                           (base + 0.1, base - 0.1),
                                           (base - 0.1, base - 0.2)]):
       runs += [{"n": n, "arm": "muon", "seed": seed, "test_loss": muon,
-                "role": "final"},
+                "val_loss": muon, "lr": 0.01, "role": "final"},
                {"n": n, "arm": "mimuon-0.7-none", "seed": seed,
-                "test_loss": gated, "role": "final"}]
+                "test_loss": gated, "val_loss": gated, "lr": 0.01,
+                "role": "final"}]
     runs += [{"n": n, "arm": "mimuon-0.7-none", "seed": 0, "test_loss": 9.0,
-              "role": "sweep"},
-             {"n": n, "arm": "adamw", "seed": 0, "test_loss": 0.1}]
+              "val_loss": 9.0, "lr": 0.03, "role": "sweep"},
+             {"n": n, "arm": "adamw", "seed": 0, "test_loss": 0.1,
+              "val_loss": 0.1, "lr": 0.01}]
   report = {"config": {"steps": 500, "batch_size": 16, "seeds": [0, 1, 2]},
             "runs": runs, "command": "python -m experiments.cnn_small_data"}
   rows = regime_map.paired_rows("cnn_small_data", report)
@@ -256,7 +258,8 @@ def test_regime_map_pairs_each_seed_with_muon(tmp_path):
 def test_regime_map_reads_a_full_data_tau_sweep(tmp_path):
   """A tau sweep's runs.json (no per-run N) is one point at the task's N."""
   from experiments import regime_map
-  runs = [{"arm": a, "seed": s, "test_loss": v, "role": "final"}
+  runs = [{"arm": a, "seed": s, "test_loss": v, "val_loss": v, "lr": 0.01,
+           "role": "final"}
           for s, (m, g) in enumerate([(5.0, 5.1), (5.2, 5.2), (4.9, 5.1)])
           for a, v in (("muon", m), ("mimuon-0.687-none", g))]
   report = {"config": {"steps": 2000, "batch_size": 8, "seq_len": 64,
@@ -275,3 +278,89 @@ def test_regime_map_reads_a_full_data_tau_sweep(tmp_path):
                              atol=1e-12)
   np.testing.assert_allclose(row["d_test_loss_std"], diffs.std(ddof=1),
                              atol=1e-12)
+
+
+def _row(study, task, arm, n, own_lr, val_loss, **kw):
+  return {"study": study, "task": task, "setting": "small data",
+          "round_one": False, "arm": arm, "n": n, "unit": "tokens",
+          "steps": 200, "epochs": 1.0, "seeds": 3, "own_lr": own_lr,
+          "lr_grid": [1e-3, 3e-3, 1e-2] if own_lr else [], "orth_frac": 0.52,
+          "val_loss": val_loss, "d_test_loss_mean": -0.01,
+          "d_test_loss_std": 0.02, "significant": False, **kw}
+
+
+def test_regime_map_greys_what_a_better_run_supersedes():
+  from experiments import regime_map
+  rows = regime_map.mark_current([
+      _row("muons_lr", "LM", "mimuon-0.7-none", 16000, False, 3.0),
+      _row("own_a", "LM", "mimuon-0.7-none", 16000, True, 3.5),
+      _row("own_b", "LM", "mimuon-0.7-none", 16000, True, 3.4),  # better tuned
+      _row("muons_lr", "LM", "mimuon-0.7-none", 64000, False, 3.0),
+      _row("round1", "LM", "mimuon-0.2-none", 64000, False, 3.0,
+           round_one=True),
+      _row("own_a", "CNN", "mimuon-0.7-none", 16000, True, 9.0)])
+  assert [r["current"] for r in rows] == [False, False, True, True, False,
+                                          True]
+  assert regime_map.series_label(rows[2:3]) == (
+      "MiMuon, orth. fraction 0.5: small data, 200 steps, own lr (grid 0.001"
+      " to 0.01)")
+  assert regime_map.series_label(rows[3:4]).endswith("200 steps, Muon's lr")
+
+
+def _texts_overlap(fig):
+  """Pairs of visible, non-empty texts of a drawn figure whose boxes
+  overlap, and legends that overlap an axes or another legend."""
+  import matplotlib.text
+  renderer = fig.canvas.get_renderer()
+  texts = [t for t in fig.findobj(matplotlib.text.Text)
+           if t.get_visible() and t.get_text().strip()]
+  boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+  bad = [(a, b) for i, (a, ba) in enumerate(boxes)
+         for b, bb in boxes[i + 1:] if ba.overlaps(bb)]
+  legends = [ax.get_legend().get_window_extent(renderer) for ax in fig.axes]
+  panels = [ax.get_window_extent(renderer) for ax in fig.axes]
+  bad += [("legend", "panel") for lg in legends for p in panels
+          if lg.overlaps(p)]
+  bad += [("legend", "legend") for i, a in enumerate(legends)
+          for b in legends[i + 1:] if a.overlaps(b)]
+  return bad
+
+
+def test_regime_map_of_the_committed_results_reads(tmp_path):
+  """The committed studies: one panel per task, no text over another, a
+  legend in words, round one grey, nothing current that an own-lr run at the
+  same task, N and arm supersedes."""
+  from experiments import regime_map
+  rows = regime_map.main(["--out", str(tmp_path)])
+  assert (tmp_path / "regime_map.png").stat().st_size > 0
+  fig = regime_map.figure(rows)
+  fig.canvas.draw()
+  assert [ax.get_title() for ax in fig.axes] == [
+      regime_map.TASKS["LM"], regime_map.TASKS["CNN"]]
+  assert _texts_overlap(fig) == []
+  for ax in fig.axes:
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[-1].startswith("grey:")
+    assert all(l.startswith("MiMuon, orth. fraction ") for l in labels[:-1])
+    assert not any("mimuon-" in l for l in labels), labels
+  assert all(not r["current"] for r in rows if r["round_one"])
+  own = {(r["task"], r["n"], r["arm"]) for r in rows if r["own_lr"]}
+  assert all((r["task"], r["n"], r["arm"]) not in own
+             for r in rows if r["current"] and not r["own_lr"])
+  assert sum(r["current"] and r["own_lr"] for r in rows) >= 8
+  import matplotlib.pyplot as plt
+  plt.close(fig)
+
+
+def test_regime_map_has_a_panel_per_task_and_room_for_detection():
+  from experiments import regime_map
+  rows = regime_map.mark_current([
+      _row("a", task, "mimuon-0.7-none", n, True, 1.0)
+      for task in ("detection", "CNN", "LM") for n in (1000, 1200, 4000)])
+  fig = regime_map.figure(rows)
+  fig.canvas.draw()
+  assert [ax.get_title() for ax in fig.axes] == [
+      regime_map.TASKS[t] for t in ("LM", "CNN", "detection")]
+  assert _texts_overlap(fig) == []
+  import matplotlib.pyplot as plt
+  plt.close(fig)
