@@ -245,7 +245,7 @@ def test_musgd_jit_inject_hyperparams_and_zero_gradient(rng):
   lr, mu, wd = 0.01, 0.937, 5e-4
   zeros = jax.tree.map(jnp.zeros_like, params)
   tx = mo.musgd(lr, mu, wd, weight_dimension_numbers=dims)
-  updates, _ = jax.jit(tx.update)(zeros, tx.init(params), params)
+  updates, _ = tx.update(zeros, tx.init(params), params)
   assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
   np.testing.assert_allclose(updates['conv'],
                              -lr * (1 + mu) * wd * params['conv'], rtol=1e-6)
@@ -279,3 +279,31 @@ def test_yolo26_groups_and_dimension_numbers():
   tx = yolo26_optim.yolo26_musgd(0.01)
   with pytest.raises(ValueError, match='alpha'):
     tx.init({'model': {'0': {'alpha': jnp.zeros(3)}}})
+
+
+def test_yolo26n_groups_are_ultralytics_trainer_groups():
+  """Our labels on the NNX yolo26n = build_optimizer's 8 groups (by shape)."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from ultralytics.nn.tasks import DetectionModel  # pylint: disable=g-import-not-at-top
+  from mimuon_optax.models.yolo26 import modeling  # pylint: disable=g-import-not-at-top
+  net = DetectionModel('yolo26n.yaml', nc=80, verbose=False)
+  opt = BaseTrainer.build_optimizer(
+      types.SimpleNamespace(), net, name='MuSGD', lr=0.01, momentum=0.937,
+      decay=5e-4)
+  theirs = {}
+  for group in opt.param_groups:
+    label = group['param_group'] + ('_cls' if group['lr'] > 0.01 else '')
+    theirs[label] = sorted(tuple(p.shape) for p in group['params'])
+  model = nnx.eval_shape(lambda: modeling.YOLO26(
+      modeling.YOLO26Config.from_scale('n', num_classes=80),
+      rngs=nnx.Rngs(0)))
+  params = nnx.state(model, nnx.Param)
+  ours = {label: [] for label in theirs}
+  for label, leaf in zip(
+      jax.tree.leaves(yolo26_optim.yolo26_param_groups(params)),
+      jax.tree.leaves(params)):
+    shape = leaf.shape
+    ours[label].append(shape[3::-1][:2] + shape[:2] if len(shape) == 4
+                       else shape)
+  assert {k: sorted(v) for k, v in ours.items()} == theirs
+  assert len(theirs['muon']) + len(theirs['muon_cls']) == 126
