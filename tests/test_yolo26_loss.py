@@ -68,7 +68,8 @@ def test_bbox_iou_ciou_and_gradient_match_ultralytics(rng, xywh):
 
     got = boxes.bbox_iou(jnp.asarray(b1), jnp.asarray(b2), xywh=xywh,
                          ciou=ciou)
-    g1, g2 = jax.grad(total, (0, 1))(jnp.asarray(b1), jnp.asarray(b2))
+    g1, g2 = jax.jit(jax.grad(total, (0, 1)))(jnp.asarray(b1),
+                                              jnp.asarray(b2))
     np.testing.assert_allclose(np.asarray(got), want.detach().numpy(),
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(g1), t1.grad.numpy(), rtol=1e-4,
@@ -112,6 +113,26 @@ def _predictions(rng, batch, imgsz, nc):
   return {'one2many': branch(), 'one2one': branch()}
 
 
+def _aim(rng, preds, gt, imgsz):
+  """Points about half the anchors near each ground truth at it (ltrb of the
+  box, 20% noise), as a partly trained head would, so that the assigner's
+  candidates (small boxes enlarged to 16 px included) have overlaps > 0."""
+  idx, _, bboxes = gt
+  anchors, stride = (np.asarray(x) for x in boxes.make_anchors(
+      [(imgsz // s, imgsz // s) for s in STRIDES], STRIDES))
+  centres = anchors * stride
+  for image, box in zip(idx.astype(int), bboxes * imgsz):
+    half = np.maximum(box[2:], 16.0) / 2
+    near = np.all(np.abs(centres - box[:2]) <= half, -1)
+    xyxy = np.concatenate((box[:2] - box[2:] / 2, box[:2] + box[2:] / 2))
+    ltrb = np.concatenate((centres - xyxy[:2], xyxy[2:] - centres), -1)
+    for p in preds.values():
+      pick = near & (rng.random(len(near)) < 0.5)
+      noisy = ltrb[pick] / stride[pick] * np.exp(
+          rng.normal(0, 0.2, (pick.sum(), 4)))
+      p['boxes'][image, pick] = np.maximum(noisy, 0.05)
+
+
 def _gt(rng, n, nc, image, lo=0.08, hi=0.5):
   """``n`` random boxes (normalized cxcywh) inside the image."""
   wh = rng.uniform(lo, hi, (n, 2))
@@ -138,8 +159,12 @@ def _batch(case, rng, nc, imgsz):
                      [0.8, 0.1, 0.4, 0.2],     # x2 = 1, y1 = 0
                      [0.5, 0.875, 1.0, 0.25],  # full width, y2 = 1
                      [0.0625, 0.0625, 0.125, 0.125]])  # corner
+    # At 160 px its edges run through anchor centres (x 40, 120 at stride
+    # 16; y 20, 100 at stride 8): candidates must be strictly inside.
+    on_anchors = np.array([[0.5, 0.375, 0.5, 0.5]])
     parts = [(np.zeros(4, np.float32), rng.integers(0, nc, 4), edge),
-             (np.ones(2, np.float32), rng.integers(0, nc, 2), edge[2:])]
+             (np.ones(3, np.float32), rng.integers(0, nc, 3),
+              np.concatenate((edge[2:], on_anchors)))]
   idx, cls, bboxes = (np.concatenate(x) for x in zip(*parts))
   return idx, cls, bboxes.astype(np.float32)
 
@@ -161,8 +186,13 @@ def _torch_batch(idx, cls, bboxes):
           'bboxes': torch.tensor(bboxes).float().view(-1, 4)}
 
 
+_TRACES = []  # one entry per trace of _loss_and_grad
+
+
 @functools.partial(jax.jit, static_argnames='image_size')
 def _loss_and_grad(preds, targets, o2m, image_size):
+  _TRACES.append(image_size)
+
   def total(p):
     return loss_lib.e2e_loss(p, targets, o2m, image_size=image_size)
   return jax.value_and_grad(total, has_aux=True)(preds)
@@ -191,6 +221,7 @@ def test_e2e_loss_matches_ultralytics(criteria, monkeypatch, seed, case, nc,
   batch = 2
   preds = _predictions(rng, batch, imgsz, nc)
   idx, cls, bboxes = _batch(case, rng, nc, imgsz)
+  _aim(rng, preds, (idx, cls, bboxes), imgsz)
   targets = loss_lib.targets_from_ultralytics(
       idx, cls, bboxes, batch_size=batch, max_boxes=MAX_BOXES)
   loss_lib.check_targets(targets, nc)
@@ -230,3 +261,166 @@ def test_e2e_loss_matches_ultralytics(criteria, monkeypatch, seed, case, nc,
                        tpreds[name][leaf].grad.numpy().transpose(0, 2, 1))
   if case == 'crowded':   # an anchor was in several gts' top-k: reassigned
     assert max(most_gts_per_anchor) > 1, most_gts_per_anchor
+
+
+def test_empty_batch_matches_ultralytics(criteria, rng):
+  """No boxes at all: box = l1 = 0, cls > 0, as ultralytics gives."""
+  nc, imgsz, batch = 10, 160, 2
+  preds = _predictions(rng, batch, imgsz, nc)
+  targets = loss_lib.targets_from_ultralytics(
+      np.zeros(0), np.zeros(0), np.zeros((0, 4)), batch_size=batch,
+      max_boxes=MAX_BOXES)
+  assert not targets.mask.any()
+  tpreds = _torch_preds(preds, imgsz, batch)
+  want, _ = criteria[nc](tpreds, _torch_batch(*targets_to_flat(targets)))
+  (total, parts), _ = _loss_and_grad(
+      jax.tree.map(jnp.asarray, preds), jax.tree.map(jnp.asarray, targets),
+      jnp.float32(0.8), (imgsz, imgsz))
+  for name in ('one2many', 'one2one'):
+    box, cls, l1 = np.asarray(parts[name])
+    assert box == 0 and l1 == 0 and cls > 0, (name, parts[name])
+  np.testing.assert_allclose(np.asarray(parts['loss']),
+                             want.detach().numpy(), rtol=1e-4)
+  np.testing.assert_allclose(float(total), float(want.detach().sum()),
+                             rtol=1e-4)
+
+
+def targets_to_flat(targets):
+  flat = loss_lib.targets_to_ultralytics(targets)
+  return flat['batch_idx'], flat['cls'], flat['bboxes']
+
+
+def test_padding_size_and_contents_do_not_change_the_loss(rng):
+  """M = 6 and M = 24 (padding full of NaN and bad class ids) under jit: the
+  same loss and gradients."""
+  nc, imgsz, batch = 10, 160, 2
+  preds = _predictions(rng, batch, imgsz, nc)
+  idx, cls, bboxes = _batch('random', rng, nc, imgsz)
+  _aim(rng, preds, (idx, cls, bboxes), imgsz)
+  preds = jax.tree.map(jnp.asarray, preds)
+  results = []
+  for max_boxes in (6, MAX_BOXES):
+    targets = loss_lib.targets_from_ultralytics(
+        idx, cls, bboxes, batch_size=batch, max_boxes=max_boxes)
+    pad = ~targets.mask
+    targets.boxes[pad] = np.nan
+    targets.classes[pad] = 999
+    loss_lib.check_targets(targets, nc)  # padding is not checked
+    results.append(_loss_and_grad(preds, jax.tree.map(jnp.asarray, targets),
+                                  jnp.float32(0.6), (imgsz, imgsz)))
+  (total_a, parts_a), grads_a = results[0]
+  (total_b, parts_b), grads_b = results[1]
+  assert np.isfinite(float(total_a)) and parts_a['one2many'][0] > 0
+  np.testing.assert_allclose(float(total_a), float(total_b), rtol=1e-6)
+  for a, b in zip(jax.tree.leaves((parts_a, grads_a)),
+                  jax.tree.leaves((parts_b, grads_b))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6,
+                               atol=1e-9)
+
+
+def test_o2m_weight_schedule_and_no_recompile(rng):
+  """ultralytics' values for 100 epochs; a new weight reuses the compiled
+  loss and moves the total between the two branches."""
+  got = [float(loss_lib.o2m_weight(e, 100)) for e in (0, 1, 50, 99, 120)]
+  np.testing.assert_allclose(got, [0.8, 0.792929, 0.446465, 0.1, 0.1],
+                             atol=1e-6)
+  assert float(loss_lib.o2m_weight(3, 1)) == pytest.approx(0.1)
+
+  nc, imgsz, batch = 10, 160, 2
+  preds = jax.tree.map(jnp.asarray, _predictions(rng, batch, imgsz, nc))
+  targets = jax.tree.map(jnp.asarray, loss_lib.targets_from_ultralytics(
+      *_batch('random', rng, nc, imgsz), batch_size=batch,
+      max_boxes=MAX_BOXES))
+  traced = []
+  for epoch in (0, 50, 99):
+    (total, parts), _ = _loss_and_grad(
+        preds, targets, loss_lib.o2m_weight(epoch, 100), (imgsz, imgsz))
+    traced.append(len(_TRACES))
+    w = float(loss_lib.o2m_weight(epoch, 100))
+    want = w * parts['one2many'] + (1 - w) * parts['one2one']
+    np.testing.assert_allclose(float(total), float(want.sum()), rtol=1e-6)
+  assert traced[0] == traced[-1], traced  # compiled once at most, not per w
+
+
+def test_targets_round_trip_and_errors():
+  idx = np.array([1, 0, 1, 1], np.float32)     # not sorted: kept per image
+  cls = np.array([[2], [0], [1], [2]], np.float32)
+  bboxes = np.array([[.5, .5, .2, .2], [.3, .3, .1, .2], [.6, .4, .2, .1],
+                     [.9, .9, .2, .2]], np.float32)
+  targets = loss_lib.targets_from_ultralytics(idx, cls, bboxes, batch_size=3,
+                                              max_boxes=4)
+  assert targets.mask.sum(1).tolist() == [1, 3, 0]
+  np.testing.assert_array_equal(targets.classes[1, :3], [2, 1, 2])
+  flat = loss_lib.targets_to_ultralytics(targets)
+  order = np.argsort(idx, kind='stable')
+  np.testing.assert_array_equal(flat['batch_idx'], idx[order])
+  np.testing.assert_array_equal(flat['cls'], cls[order])
+  np.testing.assert_array_equal(flat['bboxes'], bboxes[order])
+
+  with pytest.raises(ValueError, match='image 1 has 3 boxes'):
+    loss_lib.targets_from_ultralytics(idx, cls, bboxes, batch_size=3,
+                                      max_boxes=2)
+  with pytest.raises(ValueError, match=r'batch_idx\[0\] = 1.0'):
+    loss_lib.targets_from_ultralytics(idx, cls, bboxes, batch_size=1,
+                                      max_boxes=4)
+  with pytest.raises(ValueError, match='rows'):
+    loss_lib.targets_from_ultralytics(idx[:3], cls, bboxes, batch_size=3,
+                                      max_boxes=4)
+
+
+@pytest.mark.parametrize('field,index,value,message', [
+    ('classes', (1, 2), 3, r'classes\[1, 2\] \(image 1, box 2\) = 3 is not a '
+     r'class id in \[0, 3\)'),
+    ('classes', (0, 0), -1, r'classes\[0, 0\] \(image 0, box 0\)'),
+    ('boxes', (1, 0), [.95, .5, .2, .2], r'boxes\[1, 0\] \(image 1, box 0\).*'
+     'outside the image'),
+    ('boxes', (1, 1), [.5, .5, 0., .2], r'boxes\[1, 1\].*width or height'),
+    ('boxes', (1, 2), [.5, np.nan, .2, .2], r'boxes\[1, 2\].*not finite'),
+])
+def test_check_targets_names_the_bad_box(field, index, value, message):
+  targets = loss_lib.targets_from_ultralytics(
+      [0, 1, 1, 1], [0, 1, 2, 0],
+      [[.5, .5, .2, .2], [.5, .5, .2, .2], [.1, .1, .2, .2],
+       [.9, .9, .2, .2]],
+      batch_size=2, max_boxes=4)
+  loss_lib.check_targets(targets, 3)   # valid, incl. boxes touching edges
+  getattr(targets, field)[index] = value
+  with pytest.raises(ValueError, match=message):
+    loss_lib.check_targets(targets, 3)
+
+
+def test_bad_shapes_raise():
+  targets = loss_lib.targets_from_ultralytics([0], [0], [[.5, .5, .2, .2]],
+                                              batch_size=1, max_boxes=2)
+  with pytest.raises(ValueError, match='mask has dtype'):
+    loss_lib.check_targets(targets._replace(
+        mask=targets.mask.astype(np.int32)), 3)
+  with pytest.raises(ValueError, match=r'targets.boxes has shape \(1, 2\)'):
+    loss_lib.check_targets(targets._replace(boxes=targets.boxes[..., 0]), 3)
+  preds = {'boxes': jnp.zeros((1, 84, 4)), 'scores': jnp.zeros((1, 84, 3))}
+  with pytest.raises(ValueError, match='multiple of the largest stride 32'):
+    loss_lib.detection_loss(preds, targets, image_size=(64, 48), topk=10)
+  with pytest.raises(ValueError, match='84 anchors but image_size'):
+    loss_lib.detection_loss(preds, targets, image_size=(96, 96), topk=10)
+
+
+def test_candidates_on_anchor_edges_match_ultralytics(criteria):
+  """Boxes whose edges run through anchor centres, and small boxes enlarged
+  to 16 px: the same candidate anchors as ultralytics (strictly inside)."""
+  imgsz = 160
+  anchors, stride = boxes.make_anchors(
+      [(imgsz // s, imgsz // s) for s in STRIDES], STRIDES)
+  xywh = np.array([[[0.5, 0.375, 0.5, 0.5],       # x 40..120, y 20..100 px
+                    [0.25, 0.75, 0.25, 0.25],     # x 20..60, y 100..140
+                    [0.5, 0.5, 0.025, 0.0125],    # 4 x 2 px -> 16 x 16
+                    [0.0, 0.0, 0.0, 0.0]]], np.float32)  # padding
+  mask = np.array([[True, True, True, False]])
+  gt = boxes.xywh2xyxy(jnp.asarray(xywh) * imgsz)
+  got = loss_lib._candidates(anchors * stride, gt, jnp.asarray(mask), 16.0)
+  want = criteria[10].one2many.assigner.select_candidates_in_gts(
+      torch.tensor(np.asarray(anchors * stride)), torch.tensor(np.asarray(gt)),
+      torch.tensor(mask[..., None]))
+  np.testing.assert_array_equal(np.asarray(got)[mask], want.numpy()[mask])
+  # strictly inside: the 40 x 40 px box's edge anchors (x 20, 60 and y 100,
+  # 140 at stride 8) are out
+  assert np.asarray(got)[0, 1].sum() == 4 * 4 + 3 * 3 + 1

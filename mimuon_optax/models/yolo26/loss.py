@@ -267,6 +267,14 @@ def task_aligned_assign(scores_BxAxC: jax.Array, pred_BxAx4: jax.Array,
   class times ``align * max_overlap / max_align`` of the assigned ground
   truth. Everything is wrapped in ``stop_gradient``.
 
+  Ties in the top-k go to the lower anchor index (``lax.top_k``); torch's CPU
+  ``topk`` orders equal values by its heap or selection algorithm, so the two
+  can pick different anchors among equal alignments. Equal alignments are in
+  practice zero ones (candidates with CIoU <= 0 when a ground truth has fewer
+  than ``topk`` overlapping predictions); such a positive gets a target score
+  and a box-loss weight of 0, so it changes the loss only where it makes an
+  anchor positive for two ground truths and the overlap rule then moves it.
+
   Args:
     scores_BxAxC: class probabilities (sigmoid of the logits).
     pred_BxAx4: predicted ``xyxy`` boxes in pixels.
