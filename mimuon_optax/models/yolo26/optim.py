@@ -122,8 +122,12 @@ def yolo26_musgd(
     momentum: chex.Numeric = 0.937,
     weight_decay: chex.Numeric = 5e-4,
     *,
-    class_head_lr_factor: float = 3.0,
-    **musgd_kwargs: Any,
+    class_head_lr_factor: chex.Numeric = 3.0,
+    muon_weight: chex.Numeric = 0.2,
+    sgd_weight: chex.Numeric = 1.0,
+    nesterov: bool = True,
+    ns_dtype: str | chex.ArrayDType = "float32",
+    mu_dtype: chex.ArrayDType | None = None,
 ) -> optax.GradientTransformation:
   """:func:`mimuon_optax.musgd` with ultralytics' groups for YOLO26.
 
@@ -131,15 +135,18 @@ def yolo26_musgd(
   biases and BatchNorm scales SGD without decay; the Detect class heads
   ``class_head_lr_factor`` times the learning rate (ultralytics: 3). The
   warmup of lr and momentum is the caller's (a schedule, or
-  ``optax.inject_hyperparams``).
+  ``optax.inject_hyperparams``, which injects every numeric argument).
 
   Args:
     learning_rate: scalar or schedule.
     momentum: momentum of both parts of MuSGD.
     weight_decay: decay of the conv kernels' SGD part.
     class_head_lr_factor: lr factor of the class heads.
-    **musgd_kwargs: passed to :func:`mimuon_optax.musgd` (not
-      ``param_labels`` or ``weight_dimension_numbers``, set here).
+    muon_weight: as in :func:`mimuon_optax.musgd`.
+    sgd_weight: as in :func:`mimuon_optax.musgd`.
+    nesterov: as in :func:`mimuon_optax.musgd`.
+    ns_dtype: as in :func:`mimuon_optax.musgd`.
+    mu_dtype: as in :func:`mimuon_optax.musgd`.
 
   Returns:
     An ``optax.GradientTransformation``; ``update`` needs ``params``.
@@ -160,9 +167,10 @@ def yolo26_musgd(
     return _map_with_names(one, params)
 
   def tx(lr):
-    return musgd(lr, momentum, weight_decay, param_labels=musgd_labels,
-                 weight_dimension_numbers=yolo26_weight_dimension_numbers,
-                 **musgd_kwargs)
+    return musgd(lr, momentum, weight_decay, muon_weight=muon_weight,
+                 sgd_weight=sgd_weight, nesterov=nesterov, ns_dtype=ns_dtype,
+                 mu_dtype=mu_dtype, param_labels=musgd_labels,
+                 weight_dimension_numbers=yolo26_weight_dimension_numbers)
 
   def head_labels(params):
     return jax.tree.map(lambda g: "cls" if g.endswith("_cls") else "base",
