@@ -68,8 +68,7 @@ def test_bbox_iou_ciou_and_gradient_match_ultralytics(rng, xywh):
 
     got = boxes.bbox_iou(jnp.asarray(b1), jnp.asarray(b2), xywh=xywh,
                          ciou=ciou)
-    g1, g2 = jax.jit(jax.grad(total, (0, 1)))(jnp.asarray(b1),
-                                              jnp.asarray(b2))
+    g1, g2 = jax.grad(total, (0, 1))(jnp.asarray(b1), jnp.asarray(b2))
     np.testing.assert_allclose(np.asarray(got), want.detach().numpy(),
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(g1), t1.grad.numpy(), rtol=1e-4,
@@ -103,25 +102,27 @@ def _num_anchors(imgsz):
 
 def _predictions(rng, batch, imgsz, nc):
   """Both branches' raw outputs in a realistic range: ltrb distances of
-  0.5-6 strides (objects of a few to ~100 px) and logits around -3."""
+  0.5-6 strides (objects of a few to ~100 px) and logits around -6 (the
+  heads' bias init is -8.8 to -11.5 at 80 classes)."""
   a = _num_anchors(imgsz)
 
   def branch():
     return {'boxes': np.exp(rng.uniform(np.log(0.5), np.log(6.0),
                                         (batch, a, 4))).astype(np.float32),
-            'scores': rng.normal(-3.0, 2.0, (batch, a, nc)).astype(np.float32)}
+            'scores': rng.normal(-6.0, 2.0, (batch, a, nc)).astype(np.float32)}
   return {'one2many': branch(), 'one2one': branch()}
 
 
 def _aim(rng, preds, gt, imgsz):
   """Points about half the anchors near each ground truth at it (ltrb of the
-  box, 20% noise), as a partly trained head would, so that the assigner's
-  candidates (small boxes enlarged to 16 px included) have overlaps > 0."""
-  idx, _, bboxes = gt
+  box, 20% noise; its class logit raised by 4), as a partly trained head
+  would, so that the assigner's candidates (small boxes enlarged to 16 px
+  included) have overlaps > 0."""
+  idx, cls, bboxes = gt
   anchors, stride = (np.asarray(x) for x in boxes.make_anchors(
       [(imgsz // s, imgsz // s) for s in STRIDES], STRIDES))
   centres = anchors * stride
-  for image, box in zip(idx.astype(int), bboxes * imgsz):
+  for image, label, box in zip(idx.astype(int), cls, bboxes * imgsz):
     half = np.maximum(box[2:], 16.0) / 2
     near = np.all(np.abs(centres - box[:2]) <= half, -1)
     xyxy = np.concatenate((box[:2] - box[2:] / 2, box[:2] + box[2:] / 2))
@@ -131,6 +132,7 @@ def _aim(rng, preds, gt, imgsz):
       noisy = ltrb[pick] / stride[pick] * np.exp(
           rng.normal(0, 0.2, (pick.sum(), 4)))
       p['boxes'][image, pick] = np.maximum(noisy, 0.05)
+      p['scores'][image, pick, label] += 4.0
 
 
 def _gt(rng, n, nc, image, lo=0.08, hi=0.5):
