@@ -8,6 +8,7 @@ import chex
 import jax
 import optax
 
+from mimuon_optax import _checks
 from mimuon_optax import _context
 from mimuon_optax import _distributed
 from mimuon_optax import _matrix
@@ -150,6 +151,12 @@ def musgd(
   Returns:
     An ``optax.GradientTransformation``; ``update`` needs ``params``.
 
+  Raises:
+    ValueError: at construction, for a concrete ``momentum`` outside [0, 1),
+      bad ``ns_coeffs``/``ns_steps`` or an unknown ``lr_scaling``; at
+      ``init``, naming the parameter path, for a ``"muon"`` leaf that is not
+      2-D and has no dimension numbers; on ``update`` without ``params``.
+
   Example:
     >>> import jax.numpy as jnp, optax
     >>> import mimuon_optax
@@ -169,6 +176,8 @@ def musgd(
     Jordan et al., `Muon: An optimizer for hidden layers in neural networks
     <https://kellerjordan.github.io/posts/muon/>`_, 2024
   """
+  _checks.check_real_scalar('momentum', momentum, lambda v: 0 <= v < 1,
+                            'a real scalar in [0, 1)')
   context = _context.MatrixContext(weight_dimension_numbers, mesh, mesh_axes,
                                    batch_same_shapes)
   if param_labels is None:

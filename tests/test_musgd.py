@@ -263,11 +263,15 @@ def test_musgd_jit_inject_hyperparams_and_zero_gradient(rng):
   np.testing.assert_array_equal(updates['b'], jnp.zeros(6))
 
 
-def test_musgd_needs_params(rng):
+def test_musgd_bad_input(rng):
   params, dims = _musgd_params(rng)
   tx = mo.musgd(0.01, weight_dimension_numbers=dims)
   with pytest.raises(ValueError, match='params'):
     tx.update(_grads(params, 0), tx.init(params))
+  with pytest.raises(ValueError, match='momentum must be'):
+    mo.musgd(0.01, momentum=1.0)
+  with pytest.raises(ValueError, match=r"\['conv'\].*weight_dimension_numbers"):
+    mo.musgd(0.01, param_labels={'conv': 'muon', 'b': 'sgd'}).init(params)
 
 
 def test_yolo26_groups_and_dimension_numbers():
