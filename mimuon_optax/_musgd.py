@@ -170,8 +170,10 @@ def musgd(
     >>> params = optax.apply_updates(params, updates)
 
   References:
-    Jocher et al., `Ultralytics YOLO26, optim/muon.py
-    <https://github.com/ultralytics/ultralytics>`_, 2026
+    Jocher, Qiu, Chaurasia, `Ultralytics YOLO
+    <https://github.com/ultralytics/ultralytics>`_, version 8.4.190:
+    ``ultralytics/optim/muon.py`` (MuSGD) and
+    ``ultralytics/engine/trainer.py`` (``build_optimizer``)
 
     Jordan et al., `Muon: An optimizer for hidden layers in neural networks
     <https://kellerjordan.github.io/posts/muon/>`_, 2024
