@@ -365,6 +365,9 @@ def test_targets_round_trip_and_errors():
   with pytest.raises(ValueError, match=r'batch_idx\[0\] = 1.0'):
     loss_lib.targets_from_ultralytics(idx, cls, bboxes, batch_size=1,
                                       max_boxes=4)
+  with pytest.raises(ValueError, match=r'cls\[2\] = 1.5 is not an integer'):
+    loss_lib.targets_from_ultralytics(idx, cls + [[0], [0], [.5], [0]],
+                                      bboxes, batch_size=3, max_boxes=4)
   with pytest.raises(ValueError, match='rows'):
     loss_lib.targets_from_ultralytics(idx[:3], cls, bboxes, batch_size=3,
                                       max_boxes=4)
@@ -426,3 +429,55 @@ def test_candidates_on_anchor_edges_match_ultralytics(criteria):
   # strictly inside: the 40 x 40 px box's edge anchors (x 20, 60 and y 100,
   # 140 at stride 8) are out
   assert np.asarray(got)[0, 1].sum() == 4 * 4 + 3 * 3 + 1
+
+
+def test_zero_alignment_ties_pick_other_anchors_but_not_another_loss(
+    criteria, rng):
+  """A 3 px box whose two candidates (anchors 2 and 22 at 160 px) predict
+  boxes beside it: all its alignments are 0, so its top-10 is a tie among
+  zeros. lax.top_k takes the lowest indices (anchor 2 becomes a positive
+  with target 0); torch's CPU topk (nth_element over 525 anchors) takes
+  others. The loss and gradients still agree."""
+  nc, imgsz, batch = 10, 160, 2
+  preds = _predictions(rng, batch, imgsz, nc)
+  idx, cls, bboxes = _gt(rng, 3, nc, 1)
+  tiny = np.array([[20.0, 6.0, 3.0, 3.0]], np.float32) / imgsz
+  idx, cls, bboxes = (np.concatenate(x) for x in (
+      ([0.0], idx), ([5], cls), (tiny, bboxes)))
+  _aim(rng, preds, (idx[1:], cls[1:], bboxes[1:]), imgsz)
+  for p in preds.values():
+    p['boxes'][0, [2, 22]] = 0.05   # 0.8 px boxes at (20, 4), (20, 12)
+  targets = loss_lib.targets_from_ultralytics(
+      idx, cls, bboxes, batch_size=batch, max_boxes=MAX_BOXES)
+  tpreds, tbatch = _torch_preds(preds, imgsz, batch), _torch_batch(
+      idx, cls, bboxes)
+
+  anchors, stride = boxes.make_anchors(
+      [(imgsz // s, imgsz // s) for s in STRIDES], STRIDES)
+  assign = jax.jit(functools.partial(loss_lib.task_aligned_assign, topk=10))
+  ours = assign(
+      jax.nn.sigmoid(preds['one2many']['scores']),
+      boxes.dist2bbox(jnp.asarray(preds['one2many']['boxes']), anchors,
+                      xywh=False) * stride,
+      anchors * stride, jnp.asarray(targets.classes),
+      boxes.xywh2xyxy(jnp.asarray(targets.boxes) * imgsz),
+      jnp.asarray(targets.mask))
+  (fg, gt_idx, *_), _, _ = criteria[nc].one2many.get_assigned_targets_and_loss(
+      tpreds['one2many'], tbatch)
+  ours_tiny = np.asarray(ours.fg_mask[0] & (ours.target_gt_idx[0] == 0))
+  theirs_tiny = (fg[0] & (gt_idx[0] == 0)).numpy()
+  assert ours_tiny[2] and not ours_tiny[22], np.flatnonzero(ours_tiny)
+  assert not theirs_tiny[[2, 22]].any(), np.flatnonzero(theirs_tiny)
+  assert float(ours.target_scores[0, 2].sum()) == 0.0
+
+  want, _ = criteria[nc](tpreds, tbatch)
+  want.sum().backward()
+  (total, parts), grads = _loss_and_grad(
+      jax.tree.map(jnp.asarray, preds), jax.tree.map(jnp.asarray, targets),
+      jnp.float32(criteria[nc].o2m), (imgsz, imgsz))
+  np.testing.assert_allclose(np.asarray(parts['loss']),
+                             want.detach().numpy(), rtol=1e-4)
+  for name in ('one2many', 'one2one'):
+    for leaf in ('boxes', 'scores'):
+      _assert_grad_close(np.asarray(grads[name][leaf]),
+                         tpreds[name][leaf].grad.numpy().transpose(0, 2, 1))

@@ -84,8 +84,9 @@ def targets_from_ultralytics(batch_idx: Any, cls: Any, bboxes: Any, *,
     ``Targets`` of numpy arrays.
 
   Raises:
-    ValueError: on mismatched lengths, an image index outside
-      ``[0, batch_size)``, or an image with more than ``max_boxes`` boxes.
+    ValueError: on mismatched lengths, a non-integer class id, an image index
+      outside ``[0, batch_size)``, or an image with more than ``max_boxes``
+      boxes.
   """
   batch_idx = np.asarray(batch_idx).reshape(-1)
   cls = np.asarray(cls).reshape(-1)
@@ -94,6 +95,10 @@ def targets_from_ultralytics(batch_idx: Any, cls: Any, bboxes: Any, *,
     raise ValueError(f'targets_from_ultralytics: batch_idx, cls and bboxes '
                      f'have {len(batch_idx)}, {len(cls)} and {len(bboxes)} '
                      'rows; they must be equal.')
+  if np.any(cls != np.round(cls)):
+    bad = int(np.flatnonzero(cls != np.round(cls))[0])
+    raise ValueError(f'targets_from_ultralytics: cls[{bad}] = {cls[bad]} is '
+                     'not an integer class id.')
   image = batch_idx.astype(np.int64)
   if len(image) and (image.min() < 0 or image.max() >= batch_size
                      or np.any(image != batch_idx)):
