@@ -87,6 +87,13 @@ def targets_from_ultralytics(batch_idx: Any, cls: Any, bboxes: Any, *,
     ValueError: on mismatched lengths, a non-integer class id, an image index
       outside ``[0, batch_size)``, or an image with more than ``max_boxes``
       boxes.
+
+  Example:
+    >>> t = targets_from_ultralytics([0., 1., 1.], [[3.], [0.], [2.]],
+    ...                              [[.5, .5, .2, .2]] * 3, batch_size=3,
+    ...                              max_boxes=4)
+    >>> t.classes.tolist(), t.mask.sum(1).tolist()
+    ([[3, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, 0]], [1, 2, 0])
   """
   batch_idx = np.asarray(batch_idx).reshape(-1)
   cls = np.asarray(cls).reshape(-1)
@@ -450,13 +457,16 @@ def e2e_loss(preds: Mapping[str, Mapping[str, jax.Array]], targets: Targets,
     ``"loss"`` to the weighted 3-vector.
 
   Example:
+    >>> import functools
+    >>> import jax
     >>> import jax.numpy as jnp
-    >>> zeros = {'boxes': jnp.ones((1, 21, 4)),    # 32x32: 16 + 4 + 1 anchors
-    ...          'scores': jnp.zeros((1, 21, 2))}
+    >>> head = {'boxes': jnp.ones((1, 21, 4)),    # 32x32: 16 + 4 + 1 anchors
+    ...         'scores': jnp.zeros((1, 21, 2))}
     >>> targets = Targets(jnp.array([[[.5, .5, .5, .5]]]), jnp.array([[1]]),
     ...                   jnp.array([[True]]))
-    >>> total, parts = e2e_loss({'one2many': zeros, 'one2one': zeros},
-    ...                         targets, o2m_weight(0, 10), image_size=(32, 32))
+    >>> loss_fn = jax.jit(functools.partial(e2e_loss, image_size=(32, 32)))
+    >>> total, parts = loss_fn({'one2many': head, 'one2one': head}, targets,
+    ...                        o2m_weight(0, 10))
     >>> parts['one2one'].shape, bool(total > 0)
     ((3,), True)
   """
