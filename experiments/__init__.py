@@ -2,7 +2,9 @@
 
 Each study is a module directly in this folder, run from the repository
 root as `python -m experiments.<name>` (`--help` lists its flags), with a
-dataclass config and a `main` that is one `harness.cli.study_main` call:
+dataclass config and a `main` that is one `harness.cli.study_main` call
+(the single-run scripts train_lm and train_vision call `cli.parse_config`,
+with the same checks, and print their final losses):
 
   train_lm        Qwen3-architecture LM on Shakespeare (AdamW / Muon / MiMuon)
   train_vision    small CNN (or MLP) on Fashion-MNIST / digits

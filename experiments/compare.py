@@ -117,6 +117,9 @@ def run_one(cfg: CompareConfig, optimizer: str, lr: float | None, steps: int,
   summary["lr"] = default_lr if lr is None else lr
   summary["adam_lr"] = None if optimizer == "adamw" else default_adam_lr
   summary["records"] = reporting.read_jsonl(out / "metrics.jsonl")
+  orth = [r["orth_frac_mean"] for r in summary["records"]
+          if "orth_frac_mean" in r]
+  summary["orth_frac"] = sum(orth) / len(orth) if orth else None
   return summary
 
 
@@ -133,12 +136,11 @@ def _row(cfg: CompareConfig, s: dict[str, Any]) -> list[str]:
   f = s["final"]
   held_out = f["val_loss"] if cfg.task == "lm" else f["test_loss"]
   lr = f"{s['lr']:g}" + ("" if s["adam_lr"] is None else f" / {s['adam_lr']:g}")
-  mean_orth = [r["orth_frac_mean"] for r in s["records"] if "orth_frac_mean" in r]
   row = [_label(cfg, s["optimizer"]), lr] + [
       f"{x:.3f}" for x in (f["train_eval_loss"], held_out, f["gap"])]
   if cfg.task == "vision":
     row.append(f"{f['test_acc']:.3f}")
-  row += [f"{sum(mean_orth) / len(mean_orth):.3f}" if mean_orth else "-",
+  row += ["-" if s["orth_frac"] is None else f"{s['orth_frac']:.3f}",
           f"{s['wall_s']:.0f}"]
   return row
 
@@ -149,6 +151,36 @@ def _headers(cfg: CompareConfig) -> list[str]:
   if cfg.task == "vision":
     h.append("test acc")
   return h + ["orth. frac", "wall s"]
+
+
+def _what(cfg: CompareConfig) -> str:
+  if cfg.task == "lm":
+    return (f"{cfg.model_preset} Qwen3 on Shakespeare ({cfg.tokenizer}"
+            f" tokens), B={cfg.batch_size}, T={cfg.seq_len}")
+  return f"{cfg.model} on {cfg.dataset}, B={8 * cfg.batch_size}"
+
+
+def results_md(cfg: CompareConfig, summaries: Sequence[dict[str, Any]],
+               total_s: float, command: str, env: dict[str, Any]) -> str:
+  """results.md: the table `make demo` prints, then how it was made.
+
+  Everything it reads is kept in results.json (`runs`, `total_wall_s`,
+  `command`, `env`), so the committed table can be rebuilt from it.
+  """
+  table = reporting.markdown_table(_headers(cfg),
+                                   [_row(cfg, s) for s in summaries])
+  return "\n".join([
+      f"# compare: {_what(cfg)}, {cfg.steps} steps, seed {cfg.seed}", "",
+      table, "",
+      "train loss: on fixed training windows/examples, eval mode; gap ="
+      " held-out - train; orth. frac: MiMuon's mean fraction of matrices"
+      " orthogonalized per step; wall s includes compile (compile s: "
+      + ", ".join(f"{s['optimizer']} {s['compile_s']:.0f}" for s in summaries)
+      + "). Losses differ in the third decimal across machines.", "",
+      f"Total wall time: {total_s:.0f} s.", "",
+      f"Command: `{command}`", "",
+      f"Environment: {env['cpu']} ({env['cpu_count']} cores), {env['device']},"
+      f" jax {env['jax']}, optax {env['optax']}, flax {env['flax']}.", ""])
 
 
 def compare(cfg: CompareConfig, command: str) -> str:
@@ -163,25 +195,10 @@ def compare(cfg: CompareConfig, command: str) -> str:
   summaries = [run_one(cfg, opt, lr, cfg.steps, out / opt, data)
                for opt, lr in zip(cfg.optimizers, lrs)]
   total_s = time.perf_counter() - t0
-  table = reporting.markdown_table(_headers(cfg),
-                                [_row(cfg, s) for s in summaries])
   env = reporting.env_info()
-  what = (f"{cfg.model_preset} Qwen3 on Shakespeare ({cfg.tokenizer} tokens),"
-          f" B={cfg.batch_size}, T={cfg.seq_len}" if cfg.task == "lm" else
-          f"{cfg.model} on {cfg.dataset}, B={8 * cfg.batch_size}")
-  text = "\n".join([
-      f"# compare: {what}, {cfg.steps} steps, seed {cfg.seed}", "",
-      table, "",
-      "train loss: on fixed training windows/examples, eval mode; gap ="
-      " held-out - train; orth. frac: MiMuon's mean fraction of matrices"
-      " orthogonalized per step; wall s includes compile (compile s: "
-      + ", ".join(f"{s['optimizer']} {s['compile_s']:.0f}" for s in summaries)
-      + "). Losses differ in the third decimal across machines.", "",
-      f"Total wall time: {total_s:.0f} s.", "",
-      f"Command: `{command}`", "",
-      f"Environment: {env['cpu']} ({env['cpu_count']} cores), {env['device']},"
-      f" jax {env['jax']}, optax {env['optax']}, flax {env['flax']}.", ""])
+  text = results_md(cfg, summaries, total_s, command, env)
   (out / "results.md").write_text(text)
+  what = _what(cfg)
   reporting.write_command_md(
       out, f"compare: {what}", command, [cfg.seed], total_s,
       [f"{s['optimizer']}: lr {s['lr']:g}, adam lr {s['adam_lr']}"
