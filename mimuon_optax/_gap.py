@@ -271,7 +271,7 @@ def _padded_stats(stacks, rank_tol, precision, eigvals_only) -> list[GapStats]:
                     (0, n_max - w.shape[-1]))) for w in wide])
     s_BxK = jnp.sort(jnp.linalg.svd(padded, compute_uv=False), axis=-1)
     return _split(_finish(s_BxK, fro_B, exponent_B, factors), stacks)
-  with jax.enable_x64(True):
+  with _platform.enable_x64():
     grams = []
     for w in wide:
       w = w.astype(jnp.promote_types(w.dtype, jnp.float64))
@@ -457,7 +457,7 @@ def singular_values(x_BxMxN: jax.Array, *, precision: str = 'auto'
   if precision == 'float32':
     s = jnp.sort(jnp.linalg.svd(w, compute_uv=False), axis=-1)
   else:
-    with jax.enable_x64(True):
+    with _platform.enable_x64():
       w = w.astype(jnp.promote_types(w.dtype, jnp.float64))
       eig = _eigvals_only(jnp.matmul(w, jnp.conj(jnp.swapaxes(w, -1, -2))))
       s = jnp.sqrt(jnp.maximum(eig, 0.0)).astype(jnp.float32)

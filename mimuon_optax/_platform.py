@@ -9,12 +9,52 @@ one does).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import importlib
+from importlib import metadata
 import os
-from typing import Callable
+import re
+from typing import Any, Callable
 
 import jax
 
 from mimuon_optax import _callback
+
+
+# The floors of pyproject.toml's `dependencies` that the package checks when
+# imported (tests/test_floor.py keeps them equal). `make test-floor` runs the
+# core tests at exactly these versions (.ci/constraints-floor.txt).
+MIN_VERSIONS = {
+    'jax': '0.7.2',  # 0.7.1 cannot lower float64 inside a jit (enable_x64).
+    'jaxlib': '0.7.2',
+    'optax': '0.2.8',  # The contrib.muon signature muon() copies.
+    'flax': '0.12.0',
+}
+
+
+def _release(version: str) -> tuple[int, ...]:
+  """``'0.7.1'`` -> ``(0, 7, 1)``; pre-release and local tags ignored."""
+  match = re.match(r'\d+(\.\d+)*', version)
+  return tuple(int(p) for p in match.group().split('.')) if match else ()
+
+
+def check_versions() -> None:
+  """Raises ImportError naming the version needed where one is too old.
+
+  Not a workaround: a jax, optax or flax below :data:`MIN_VERSIONS` fails
+  at import, in one line, rather than with an ``AttributeError`` mid-step.
+  Versions are read from the installed distributions (nothing is imported);
+  a missing one is left to its first import.
+  """
+  for name, floor in MIN_VERSIONS.items():
+    try:
+      installed = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      continue
+    if _release(installed) < _release(floor):
+      raise ImportError(
+          f'mimuon_optax needs {name}>={floor}, but {name} {installed} is'
+          f' installed: pip install -U "{name}>={floor}"')
 
 
 def limit_openblas_threads() -> None:
@@ -73,6 +113,26 @@ def one_matrix_at_a_time(fn: Callable[[jax.Array], jax.Array]
   ``tests/test_sharding.py`` hangs without it).
   """
   return lambda x_B: jax.lax.map(lambda x: fn(x[None])[0], x_B)
+
+
+def enable_x64() -> contextlib.AbstractContextManager[Any]:
+  """A context in which jax makes and computes 64-bit values.
+
+  The in-graph float64 gate (``precision="float64"``) enters it while the
+  caller's jit traces. ``jax.enable_x64`` exists from jax 0.8.0; jax 0.7.x
+  spells it ``jax.experimental.enable_x64``, which later releases removed
+  (0.10.2 has only the first). Both are thread-local and may be entered
+  while tracing. jax 0.7.1's cannot: the enclosing jit lowers float64
+  constants at float32 (a verifier error in ``eigh_tridiagonal``), hence
+  the jax floor 0.7.2 (:data:`MIN_VERSIONS`).
+
+  Delete when the jax floor reaches 0.8.0: call ``jax.enable_x64(True)``
+  at the call sites (``_gap.py``).
+  """
+  switch = getattr(jax, 'enable_x64', None)
+  if switch is None:  # jax < 0.8.0
+    switch = importlib.import_module('jax.experimental').enable_x64
+  return switch(True)
 
 
 def has_float64() -> bool:
