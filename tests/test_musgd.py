@@ -295,3 +295,31 @@ def test_yolo26_groups_and_dimension_numbers():
   with pytest.raises(ValueError, match='alpha'):
     tx.init({'model': {'0': {'alpha': jnp.zeros(3)}}})
 
+
+
+def test_yolo26n_groups_are_ultralytics_trainer_groups():
+  """Our labels on the NNX yolo26n = build_optimizer's 8 groups (by shape)."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from ultralytics.nn.tasks import DetectionModel  # pylint: disable=g-import-not-at-top
+  from mimuon_optax.models.yolo26 import modeling  # pylint: disable=g-import-not-at-top
+  net = DetectionModel('yolo26n.yaml', nc=80, verbose=False)
+  opt = BaseTrainer.build_optimizer(
+      types.SimpleNamespace(), net, name='MuSGD', lr=0.01, momentum=0.937,
+      decay=5e-4)
+  theirs = {}
+  for group in opt.param_groups:
+    label = group['param_group'] + ('_cls' if group['lr'] > 0.01 else '')
+    theirs[label] = sorted(tuple(p.shape) for p in group['params'])
+  model = nnx.eval_shape(lambda: modeling.YOLO26(
+      modeling.YOLO26Config.from_scale('n', num_classes=80),
+      rngs=nnx.Rngs(0)))
+  params = nnx.state(model, nnx.Param)
+  ours = {label: [] for label in theirs}
+  for label, leaf in zip(
+      jax.tree.leaves(yolo26_optim.yolo26_param_groups(params)),
+      jax.tree.leaves(params)):
+    shape = leaf.shape
+    ours[label].append(shape[3::-1][:2] + shape[:2] if len(shape) == 4
+                       else shape)
+  assert {k: sorted(v) for k, v in ours.items()} == theirs
+  assert len(theirs['muon']) + len(theirs['muon_cls']) == 126
