@@ -22,6 +22,8 @@ FACTORIES = {
     'mimuon_schatten_auto': functools.partial(
         mo.mimuon, learning_rate=1e-2, tau=1e-3, preconditioning='schatten',
         ns_method='auto'),
+    # ultralytics' MuSGD, the optimizer YOLO26 is trained with (issue 31):
+    'musgd': functools.partial(mo.musgd, learning_rate=1e-2),
 }
 
 
