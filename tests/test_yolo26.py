@@ -13,6 +13,7 @@ largest magnitude (float32 rounding through ~100 layers scales with it).
 
 import copy
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ import torch
 from flax import nnx
 from ultralytics.nn.modules.head import Detect as TorchDetect
 from ultralytics.nn.tasks import DetectionModel, parse_model, yaml_model_load
+from ultralytics.utils.nms import non_max_suppression
 
 from mimuon_optax.models.yolo26 import boxes
 from mimuon_optax.models.yolo26.modeling import (
@@ -377,6 +379,30 @@ def test_nms_postprocess_keeps_the_best_of_each_overlapping_group():
   np.testing.assert_array_equal(dets[0, :, 5], [0, 0, 1, -1, -1])
   np.testing.assert_array_equal(dets[0, 0, :4], b[0, 4])
   np.testing.assert_array_equal(dets[0, 1, :4], b[0, 0])
+
+
+def test_nms_postprocess_matches_ultralytics_nms(monkeypatch):
+  # Without torchvision in sys.modules ultralytics runs its pure-torch NMS
+  # (torchvision's C ops do not load against this torch).
+  monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+  rng = np.random.default_rng(0)
+  B, A, K = 2, 400, 3
+  xy = rng.uniform(0, 100, (B, A, 2))
+  boxes_BxAx4 = np.concatenate((xy, xy + rng.uniform(30, 120, (B, A, 2))),
+                               -1).astype(np.float32)
+  scores_BxAxK = rng.uniform(size=(B, A, K)).astype(np.float32)
+  ours = np.asarray(jax.jit(functools.partial(
+      nms_postprocess, conf_threshold=0.3, iou_threshold=0.4, max_det=300))(
+          jnp.asarray(boxes_BxAx4), jnp.asarray(scores_BxAxK)))
+  xywh = np.asarray(boxes.xyxy2xywh(jnp.asarray(boxes_BxAx4)))
+  prediction = torch.from_numpy(np.concatenate((xywh, scores_BxAxK), -1)
+                                ).permute(0, 2, 1)
+  ref = non_max_suppression(prediction, conf_thres=0.3, iou_thres=0.4,
+                            max_det=300)
+  for ours_Kx6, ref_Nx6 in zip(ours, ref):
+    n = len(ref_Nx6)
+    assert 10 < n < 200 and np.all(ours_Kx6[n:, 5] == -1)  # it suppressed
+    np.testing.assert_allclose(ours_Kx6[:n], ref_Nx6.numpy(), atol=1e-4)
 
 
 def test_fused_batchnorm_matches_unfused_eval():
