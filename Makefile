@@ -5,6 +5,7 @@
 # And for contributors:
 #   make docs   the Sphinx site -> docs/_build/html (warnings are errors)
 #   make lint   ruff and mypy over mimuon_optax/
+#   make test-floor  the core tests at the oldest supported versions
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -15,7 +16,7 @@ PY := $(VENV)/bin/python
 DATA := $(VENV)/share/mimuon-data
 FASHION := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test docs lint setup setup-demo fashion-mnist chromium
+.PHONY: demo test test-floor docs lint setup setup-demo fashion-mnist chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -81,3 +82,36 @@ test: setup fashion-mnist chromium docs
 
 demo: setup-demo
 	$(PY) -m experiments.compare --preset demo
+
+# The oldest versions we support, each pyproject floor pinned exactly
+# (.ci/constraints-floor.txt), in their own venv, and the library's core
+# tests against them: every gate precision (float64, host, auto, float32),
+# the factories' options, the optax drop-in, bad input, the floors' own
+# checks. Torch/transformers parity stays on the main stack. No test may
+# skip. ~3 min on 2 idle cores, install included (docs/getting_started.md).
+FLOOR_VENV := .venv-floor
+FLOOR_PY := $(FLOOR_VENV)/bin/python
+FLOOR_TESTS := tests/test_floor.py tests/test_gap.py tests/test_host_gate.py \
+  tests/test_alias.py tests/test_optax_dropin.py tests/test_bad_input.py \
+  tests/test_platform.py
+# jax 0.7's private callback pieces are spelled differently, so the host
+# gate falls back to jax.pure_callback (_callback.DIRECT is False) at the
+# floor; these two tests assert the direct path of the newest jax.
+FLOOR_DESELECT := \
+  --deselect tests/test_host_gate.py::test_host_callback_hangs_only_without_the_direct_callback \
+  --deselect tests/test_host_gate.py::test_host_callback_is_pure_callback_without_the_copy
+
+$(FLOOR_VENV)/.installed: pyproject.toml .ci/constraints-floor.txt
+	rm -rf $(FLOOR_VENV)
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_PY) -m pip install --quiet -c .ci/constraints-floor.txt -e . \
+	  pytest pytest-xdist
+	$(FLOOR_PY) -m pip check
+	touch $@
+
+test-floor: $(FLOOR_VENV)/.installed
+	$(FLOOR_PY) -m pytest -n 2 -p no:cacheprovider --durations=10 -m "not slow" \
+	  --junitxml=$(FLOOR_VENV)/junit.xml $(FLOOR_DESELECT) $(FLOOR_TESTS)
+	$(FLOOR_PY) -c "import sys, xml.etree.ElementTree as E; \
+	  n = int(E.parse('$(FLOOR_VENV)/junit.xml').find('testsuite').get('skipped')); \
+	  sys.exit(f'{n} tests skipped at the floor' if n else 0)"
