@@ -64,6 +64,9 @@ PRESETS = {
                        ns_shapes=[(1024, 3072), (3072, 1024), (1024, 1024)],
                        gate_shapes=[(256, 768), (1024, 3072)],
                        train_model='qwen3_0_6b', train_batch=(8, 1024)),
+    # YOLO26n's conv kernels: muon / musgd / mimuon step times only.
+    'yolo26n': dict(step='yolo26n', repeats=10,
+                    items=('environment', 'step_time')),
 }
 LR = 0.02
 EPS32 = float(np.finfo(np.float32).eps)
@@ -160,6 +163,14 @@ def optimizers():
   }
 
 
+def yolo26_optimizers(dims):
+  return {
+      'muon (ours)': lambda: mo.muon(LR, weight_dimension_numbers=dims),
+      'musgd (ours)': lambda: mo.musgd(LR, weight_dimension_numbers=dims),
+      'mimuon (ours)': lambda: mo.mimuon(LR, weight_dimension_numbers=dims),
+  }
+
+
 def step_times(cfg, budget, results):
   """ms per jitted update + apply_updates at the preset's matrix shapes."""
   del results
@@ -167,13 +178,18 @@ def step_times(cfg, budget, results):
          'ms': {}, 'vs_contrib_muon': {}, 'vs_our_muon': {}, 'sub': {},
          'table': []}
   for dtype in ('float32', 'bfloat16'):
-    params = step_time.matrix_params(cfg['step'], jnp.dtype(dtype))
+    if cfg['step'] in step_time.YOLO26_PRESETS:
+      params, dims = step_time.yolo26_params(cfg['step'], jnp.dtype(dtype))
+      makers = yolo26_optimizers(dims)
+    else:
+      params = step_time.matrix_params(cfg['step'], jnp.dtype(dtype))
+      makers = optimizers()
     grads = jax.tree.map(lambda p: jax.random.normal(
         jax.random.key(1), p.shape, p.dtype), params)
     out['n_matrices'] = len(params)
     out['n_params'] = int(sum(x.size for x in params.values()))
     times = out['ms'][dtype] = {}
-    for name, make in optimizers().items():
+    for name, make in makers.items():
       key = f'{dtype} / {name}'
       if budget.spent():
         out['sub'][key] = budget.skipped()
@@ -598,7 +614,10 @@ def run_items(cfg, budget, write):
   results, tables = {}, {}
   for name, fn in ITEMS:
     start = time.monotonic()
-    if budget.spent() and name != 'environment':  # environment costs nothing.
+    if name not in cfg.get('items', (name,)):
+      result = {'status': 'skipped',
+                'reason': f"not measured by the {cfg['step']} preset"}
+    elif budget.spent() and name != 'environment':  # environment costs nothing.
       result = budget.skipped()
     else:
       try:

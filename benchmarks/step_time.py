@@ -13,6 +13,7 @@ band of update / (lr * shape scale) over the matrices that took a Muon step).
   python -m benchmarks.step_time --gram --repeats 5
   python -m benchmarks.step_time --train-step 8,128 --rounds 6
   python -m benchmarks.step_time --host-job --preset qwen3_0_6b
+  python -m benchmarks.step_time --preset yolo26n --rounds 6
 
 ``--scaling`` instead times muon / mimuon on one square matrix per size.
 ``--train-step B,T`` times a whole jitted training step (forward, backward,
@@ -22,6 +23,10 @@ host work can overlap the forward and backward pass (``lagged_gate``).
 ``--host-job`` times the host gate's float64 work alone (scaling, ``syrk``
 Gram, values-only ``syevr``), one matrix per shape on one thread, and sums
 it over the preset: the core-seconds per step an accelerator host must find.
+``--preset yolo26n`` times muon, musgd and mimuon on YOLO26n's conv kernels
+(HWIO, as ``(kh*kw*in, out)`` matrices through
+``yolo26_weight_dimension_numbers``), in interleaved rounds, with each
+one's ratio to muon measured in the same process.
 ``--gram`` times Gram Newton-Schulz against standard Newton-Schulz (issue
 24) per shape and dtype, and over aspect ratios for the crossover.
 """
@@ -33,6 +38,7 @@ import functools
 import platform
 import statistics
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +60,60 @@ PRESETS = {
     'small': (4, 256, 768, 256, 128),
     'qwen3_0_6b': (28, 1024, 3072, 2048, 1024),
 }
+
+
+# YOLO26 scale per preset (80 classes, ultralytics' default).
+YOLO26_PRESETS = {'yolo26n': 'n'}
+
+
+def yolo26_params(preset: str, dtype) -> tuple[dict[str, jax.Array], Any]:
+  """(YOLO26 conv kernels by path, their Muon dimension numbers)."""
+  # pylint: disable=import-outside-toplevel
+  from mimuon_optax._paths import path_names
+  from mimuon_optax.models.yolo26 import optim as yolo_optim
+  from mimuon_optax.models.yolo26.modeling import YOLO26, YOLO26Config
+  model = nnx.eval_shape(lambda: YOLO26(
+      YOLO26Config.from_scale(YOLO26_PRESETS[preset]), rngs=nnx.Rngs(0)))
+  shapes = jax.tree_util.tree_flatten_with_path(
+      nnx.as_pure(nnx.state(model, nnx.Param)))[0]
+  # numpy draws: one eager jax.random call per kernel shape compiles each.
+  rng = np.random.default_rng(0)
+  params = {'/'.join(path_names(path)): jnp.asarray(
+      rng.standard_normal(leaf.shape, np.float32) * 0.02, dtype)
+            for path, leaf in shapes if len(leaf.shape) == 4}
+  return params, yolo_optim.yolo26_weight_dimension_numbers(params)
+
+
+def yolo26_rows(args):
+  """muon / musgd / mimuon on YOLO26's conv matrices, interleaved."""
+  params, dims = yolo26_params(args.preset, jnp.dtype(args.dtype))
+  grads = jax.tree.map(lambda p: p * 3 + 0.01, params)
+  lr = 0.02
+  steppers = {
+      'muon (ours)': Stepper(mo.muon(lr, weight_dimension_numbers=dims),
+                             params, grads),
+      'musgd (ours)': Stepper(mo.musgd(lr, weight_dimension_numbers=dims),
+                              params, grads),
+      'mimuon (ours, defaults)': Stepper(
+          mo.mimuon(lr, weight_dimension_numbers=dims), params, grads)}
+  n_params = sum(x.size for x in params.values())
+  print(f'# device: {jax.devices()[0].device_kind} ({jax.default_backend()});'
+        f' preset {args.preset}: {len(params)} conv matrices,'
+        f' {n_params / 1e6:.2f}M params, dtype {args.dtype};'
+        f' {max(args.rounds, 1)} interleaved rounds, median of'
+        f' {args.repeats} steps each')
+  print('| optimizer | ms / step (median of rounds) | vs muon (ours) |')
+  print('|---|---|---|')
+  rounds = {name: [] for name in steppers}
+  for _ in range(max(args.rounds, 1)):
+    for name, stepper in steppers.items():
+      rounds[name].append(stepper.median(args.repeats))
+  base = rounds['muon (ours)']
+  for name, times in rounds.items():
+    ratio = statistics.median(t / b for t, b in zip(times, base))
+    print(f'| {name} | {statistics.median(times) * 1e3:.1f} |'
+          f' {ratio:.2f}x |', flush=True)
+  return rounds
 
 
 def matrix_params(preset: str, dtype) -> dict[str, jax.Array]:
@@ -293,7 +353,8 @@ def orthogonality(updates, lr, states=None):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--preset', choices=sorted(PRESETS), default='small')
+  parser.add_argument('--preset', choices=sorted(PRESETS)
+                      + sorted(YOLO26_PRESETS), default='small')
   parser.add_argument('--dtype', choices=['float32', 'bfloat16'],
                       default='float32', help='parameter dtype')
   parser.add_argument('--repeats', type=int, default=10)
@@ -311,6 +372,8 @@ def main():
   parser.add_argument('--host-job', action='store_true',
                       help="the host gate's float64 work per step, one thread")
   args = parser.parse_args()
+  if args.preset in YOLO26_PRESETS:
+    return yolo26_rows(args)
   if args.host_job:
     return host_job_rows(args)
   if args.train_step:

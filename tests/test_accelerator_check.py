@@ -103,3 +103,23 @@ def test_host_parts_times_the_copy_and_the_host_work():
   assert set(parts) == {'device-to-host copy ms',
                         'host LAPACK + statistics ms'}
   assert all(v > 0 for v in parts.values())
+
+
+def test_yolo26n_preset_times_muon_musgd_mimuon(tmp_path):
+  """The yolo26n preset: step_time on YOLO26n's conv kernels (muon, musgd,
+  mimuon and their ratios to muon); every other item says it is skipped."""
+  from benchmarks import accelerator_check  # pylint: disable=import-outside-toplevel
+  accelerator_check.main(['--preset', 'yolo26n', '--budget-s', '600',
+                          '--out', str(tmp_path)])
+  (json_path,) = tmp_path.glob('accelerator_check_*_yolo26n.json')
+  items = json.loads(json_path.read_text())['items']
+  assert list(items) == ITEM_NAMES
+  step = items['step_time']
+  assert step['status'] == 'ok' and step['n_matrices'] == 126
+  for dtype in ('float32', 'bfloat16'):
+    assert set(step['ms'][dtype]) == {'muon (ours)', 'musgd (ours)',
+                                      'mimuon (ours)'}
+    assert step['vs_our_muon'][dtype]['muon (ours)'] == 1.0
+  skipped = [n for n in ITEM_NAMES if n not in ('environment', 'step_time')]
+  assert all(items[n]['status'] == 'skipped' and 'yolo26n' in
+             items[n]['reason'] for n in skipped)

@@ -87,3 +87,16 @@ def test_host_job_rows_sum_the_preset(capsys):
   assert [r[0] for r in rows[:-1]] == ['64x64', '64x32', '64x192', '192x64']
   assert sum(int(r[1]) for r in rows[:-1]) == 14 == int(rows[-1][1])
   assert abs(sum(float(r[3]) for r in rows[:-1]) - total * 1e3) <= 0.5 * 4
+
+
+def test_yolo26_preset_gives_the_conv_kernels_and_their_numbers():
+  """Every YOLO26n conv kernel (HWIO, ultralytics' 2.57M-param model)
+  and the (kh*kw*in, out) dimension numbers muon/musgd/mimuon get."""
+  from mimuon_optax.models.yolo26 import optim  # pylint: disable=import-outside-toplevel
+  params, dims = step_time.yolo26_params('yolo26n', np.float32)
+  assert all(x.ndim == 4 for x in params.values())
+  assert len(params) == 126
+  assert all(d == optim.CONV_DIMENSION_NUMBERS for d in dims.values())
+  assert params['model/0/conv/kernel'].shape == (3, 3, 3, 16)
+  # Kernels hold all but the BatchNorm and head-bias parameters.
+  assert 2_400_000 < sum(x.size for x in params.values()) < 2_572_280
