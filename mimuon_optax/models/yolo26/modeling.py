@@ -432,7 +432,7 @@ class Detect(nnx.Module):
 
 
 class YOLO26(nnx.Module):
-  """YOLO26 detector; ``model[i]`` is row i of ``yolo26.yaml``.
+  """YOLO26 detector; ``self.model[i]`` is row i of ``yolo26.yaml``.
 
   Call with ``images_BxHxWx3`` (float, RGB, 0..1 as ultralytics' trainer
   feeds them; H and W multiples of 32). Returns
