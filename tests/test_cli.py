@@ -147,7 +147,8 @@ def _study_clis():
   root = ROOT / 'experiments'
   return [f'experiments.{p.stem}' for p in sorted(root.glob('*.py'))
           if 'def main(' in p.read_text()] + [
-              'experiments.harness.spectra_plots']
+              'experiments.harness.spectra_plots',
+              'experiments.harness.data_detection']
 
 
 STUDY_CLIS = _study_clis()

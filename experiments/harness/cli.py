@@ -146,10 +146,16 @@ def _checked(parser: argparse.ArgumentParser, config_cls: type,
     parser.error(str(e))
   out = getattr(cfg, "out", None)
   if isinstance(out, str):
-    problem = unwritable(out)
-    if problem is not None:  # the flags are fine: one line, no usage
-      parser.exit(2, f"{parser.prog}: error: --out {out}: {problem}\n")
+    check_out(parser, out)
   return cfg
+
+
+def check_out(parser: argparse.ArgumentParser, out: str) -> None:
+  """Exit 2 with one line (no usage: the flags are fine) if `--out` cannot
+  be written; called before any work."""
+  problem = unwritable(out)
+  if problem is not None:
+    parser.exit(2, f"{parser.prog}: error: --out {out}: {problem}\n")
 
 
 def unwritable(folder: str | os.PathLike) -> str | None:

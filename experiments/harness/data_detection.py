@@ -54,6 +54,7 @@ from typing import Mapping
 import numpy as np
 from PIL import Image
 
+from experiments.harness import cli
 from experiments.harness import data_images
 from experiments.harness import data_text
 from mimuon_optax.models.yolo26 import loss as yolo_loss
@@ -405,6 +406,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     parser.add_argument("--" + field.name.replace("_", "-"),
                         type=type(field.default), default=field.default)
   args = vars(parser.parse_args(argv))
+  cli.check_out(parser, args["out"])  # before generating any data
   out, cache_dir, data_dir = (args.pop(k) for k in ("out", "cache_dir",
                                                     "data_dir"))
   sets = load_splits(DetectionConfig(**args), cache_dir, data_dir)
