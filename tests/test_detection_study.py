@@ -185,7 +185,7 @@ def test_letterbox_and_real_image_through_eval(tiny, tmp_path):
   assert boxed.shape == (128, 96, 3) and boxed.dtype == np.uint8
   assert scale == pytest.approx(128 / 1080) and (top, left) == (0, 0)
   padded, _, (top, left) = yolo26_m_steps.letterbox(rgb[:500], 128)
-  assert padded.shape == (96, 128, 3) and top == 7  # 81 rows -> 96
+  assert padded.shape == (96, 128, 3) and top == 8  # 79 rows -> 96
   assert (padded[0] == yolo26_m_steps.LETTERBOX_GREY).all()
   with pytest.raises(ValueError, match="RGB"):
     yolo26_m_steps.letterbox(rgb[..., 0], 128)
