@@ -153,6 +153,7 @@ def test_arms_and_bad_flags():
   assert study.scaled_weight_decay(16) == pytest.approx(1.25e-4)
 
 
+@pytest.mark.slow  # three optimizers' YOLO26n steps compile (minutes)
 def test_smoke_preset_writes_its_files(tmp_path, monkeypatch):
   monkeypatch.setenv(data_detection.CACHE_ENV, str(tmp_path / "cache"))
   out = tmp_path / "out"
