@@ -89,8 +89,8 @@ demo: setup-demo
 # the factories' options, bad input, the floors' own checks, and the optax
 # signature (the floor's optax, 0.2.8, is the main stack's: the numeric
 # drop-in comparisons run there). Torch/transformers parity stays on the main
-# stack. No test may skip. About 3-4 min on 2 idle cores, install included
-# (measured: docs/getting_started.md).
+# stack. No test may skip. Estimated 4-5 min on 2 idle cores, install
+# included (measured under load: docs/getting_started.md).
 FLOOR_VENV := .venv-floor
 FLOOR_PY := $(FLOOR_VENV)/bin/python
 FLOOR_TESTS := tests/test_floor.py tests/test_gap.py tests/test_host_gate.py \
