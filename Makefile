@@ -96,14 +96,6 @@ FLOOR_PY := $(FLOOR_VENV)/bin/python
 FLOOR_TESTS := tests/test_floor.py tests/test_gap.py tests/test_host_gate.py \
   tests/test_alias.py tests/test_bad_input.py tests/test_platform.py \
   tests/test_optax_dropin.py::test_signature_is_optax_then_ours
-# jax 0.7's private callback pieces are spelled differently, so the host
-# gate falls back to jax.pure_callback (_callback.DIRECT is False) at the
-# floor, with the same numbers; these three tests assert the direct path.
-FLOOR_DESELECT := \
-  --deselect tests/test_host_gate.py::test_host_callback_hangs_only_without_the_direct_callback \
-  --deselect tests/test_host_gate.py::test_host_callback_is_pure_callback_without_the_copy \
-  --deselect tests/test_host_gate.py::test_host_gate_overlaps_newton_schulz_in_two_callbacks
-
 $(FLOOR_VENV)/.installed: pyproject.toml .ci/constraints-floor.txt
 	rm -rf $(FLOOR_VENV)
 	$(PYTHON) -m venv $(FLOOR_VENV)
@@ -114,7 +106,7 @@ $(FLOOR_VENV)/.installed: pyproject.toml .ci/constraints-floor.txt
 
 test-floor: $(FLOOR_VENV)/.installed
 	$(FLOOR_PY) -m pytest -n 2 -p no:cacheprovider --durations=10 -m "not slow" \
-	  --junitxml=$(FLOOR_VENV)/junit.xml $(FLOOR_DESELECT) $(FLOOR_TESTS)
+	  --junitxml=$(FLOOR_VENV)/junit.xml $(FLOOR_TESTS)
 	$(FLOOR_PY) -c "import sys, xml.etree.ElementTree as E; \
 	  n = int(E.parse('$(FLOOR_VENV)/junit.xml').find('testsuite').get('skipped')); \
 	  sys.exit(f'{n} tests skipped at the floor' if n else 0)"

@@ -24,6 +24,7 @@ T0 = time.monotonic()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse
+import contextlib
 import json
 import pathlib
 import platform
@@ -46,6 +47,7 @@ from flax import nnx
 import mimuon_optax as mo
 from benchmarks import step_time
 from mimuon_optax import _gap
+from mimuon_optax import _platform
 from mimuon_optax import training
 from mimuon_optax.models.qwen3 import Qwen3Config, Qwen3ForCausalLM
 from mimuon_optax.models.qwen3 import qwen3_weight_dimension_numbers
@@ -364,7 +366,7 @@ def spectrum_cost(cfg, budget, results):
       out['table'].append((name, f"skipped: {out['impl'][name]['reason']}"))
       continue
     try:
-      with jax.enable_x64(x64):
+      with (_platform.enable_x64() if x64 else contextlib.nullcontext()):
         seconds, _ = median_time(jax.jit(fn), stacks,
                                  repeats=cfg['spectrum_repeats'])
         # spectral_gaps returns statistics: check its singular values instead.

@@ -43,8 +43,10 @@ try:  # Private jax API: the same pieces jax.pure_callback is made of.
              _jcb.pure_callback_jvp_rule, _jcb.pure_callback_transpose_rule,
              _ffi.ffi_batching_rule)
   # The calls below as jax 0.10 spells them; another spelling: fall back.
-  if not ({'has_side_effect', 'returns_token', 'sharding'}
-          <= set(inspect.signature(_jcb.emit_python_callback).parameters)
+  # jax 0.7.x-0.8.0's emit_python_callback has no returns_token (it returns
+  # no token unless asked): passed only where it exists.
+  _EMIT_PARAMS = set(inspect.signature(_jcb.emit_python_callback).parameters)
+  if not ({'has_side_effect', 'sharding'} <= _EMIT_PARAMS
           and len(inspect.signature(_jcb._callback_op_sharding).parameters)  # pylint: disable=protected-access
           == 3):
     _PIECES = None  # pragma: no cover
@@ -78,7 +80,9 @@ if DIRECT:
         ctx.module_context.axis_context, sharding, ctx.avals_out)
     result, _, _ = _jcb.emit_python_callback(
         ctx, run, None, list(args), ctx.avals_in, ctx.avals_out,
-        has_side_effect=False, returns_token=False, sharding=op_sharding)
+        has_side_effect=False, sharding=op_sharding,
+        **({'returns_token': False} if 'returns_token' in _EMIT_PARAMS
+           else {}))
     return result
 
   _mlir.register_lowering(host_callback_p, _lowering, cacheable=False)

@@ -398,7 +398,7 @@ class _Pending:
     with self._lock:
       self._next = self._next % (2**31 - 1) + 1
       self._jobs[self._next] = collect
-      return np.int32(self._next)
+      return np.asarray(self._next, np.int32)
 
   def finish(self, ticket, dependency) -> list[GapStats]:
     del dependency  # Only orders this callback after the device work.
