@@ -36,6 +36,13 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 $(VENV)/.installed: pyproject.toml $(VENV)/.demo-installed
 	$(PY) -m pip install --quiet -e ".[test]"
 	$(PY) -m pip check
+	# ultralytics pulls in PyPI's torchvision, which does not load beside
+	# the CPU torch 2.13.0 ("operator torchvision::nms does not exist") and
+	# breaks `import transformers` (it imports any torchvision it finds).
+	# ultralytics reads torchvision's version from its metadata at import,
+	# but its model, loss, MuSGD, data and NMS code never import it (its NMS
+	# falls back to pure torch): keep the metadata, remove the package.
+	rm -rf $(VENV)/lib/python*/site-packages/torchvision
 	touch $@
 
 setup-demo: $(VENV)/.demo-installed

@@ -15,6 +15,17 @@ import pytest
 # started by nbmake inherit it.
 import mimuon_optax  # noqa: F401  pylint: disable=unused-import
 
+# ultralytics (the YOLO26 reference of the parity tests) sets numpy's print
+# options when first imported (its utils/__init__.py: a {:11.5g} float
+# format), which would change the doctests' output in the same xdist
+# worker: import it here, once, and restore numpy's own.
+_PRINT_OPTIONS = np.get_printoptions()
+try:
+  import ultralytics.utils  # noqa: F401  pylint: disable=unused-import
+except ImportError:  # the test extra is not installed (make test-floor)
+  pass
+np.set_printoptions(**_PRINT_OPTIONS)
+
 
 def random_orthogonal(rng, n):
   q, r = np.linalg.qr(rng.standard_normal((n, n)))

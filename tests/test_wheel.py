@@ -103,8 +103,8 @@ def test_demo_setup_installs_no_torch():
   lists = [re.search(rf"^{name} = \[(.*?)^\]", pyproject, re.S | re.M)
            for name in ("dependencies", "experiments")]
   requirements = re.findall(r'"([^"]+)"', "".join(m.group(1) for m in lists))
-  assert "jax>=0.6" in requirements and "matplotlib" in requirements
-  heavy = ("torch", "transformers", "pytest")
+  assert "jax>=0.7.2" in requirements and "matplotlib" in requirements
+  heavy = ("torch", "transformers", "pytest", "ultralytics")
   assert not [r for r in requirements if r.startswith(heavy)], requirements
   makefile = (ROOT / "Makefile").read_text()
   recipe = makefile.split("$(VENV)/.demo-installed:", 1)[1].split("\n\n", 1)[0]
