@@ -166,9 +166,12 @@ def optimizers():
 
 
 def yolo26_optimizers(dims):
+  # musgd's NS in bfloat16, muon's and mimuon's default, so the ratios
+  # compare optimizers, not NS precisions (musgd's own default: float32).
   return {
       'muon (ours)': lambda: mo.muon(LR, weight_dimension_numbers=dims),
-      'musgd (ours)': lambda: mo.musgd(LR, weight_dimension_numbers=dims),
+      'musgd (ours)': lambda: mo.musgd(LR, weight_dimension_numbers=dims,
+                                       ns_dtype='bfloat16'),
       'mimuon (ours)': lambda: mo.mimuon(LR, weight_dimension_numbers=dims),
   }
 

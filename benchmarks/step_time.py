@@ -88,18 +88,20 @@ def yolo26_rows(args):
   """muon / musgd / mimuon on YOLO26's conv matrices, interleaved."""
   params, dims = yolo26_params(args.preset, jnp.dtype(args.dtype))
   grads = jax.tree.map(lambda p: p * 3 + 0.01, params)
-  lr = 0.02
+  # One Newton-Schulz setting for all three (--ns-steps, --ns-dtype), so the
+  # ratios compare the optimizers, not NS precisions (musgd's own default
+  # is float32, muon's and mimuon's bfloat16).
+  ours = dict(learning_rate=0.02, ns_steps=args.ns_steps,
+              ns_dtype=args.ns_dtype, weight_dimension_numbers=dims)
   steppers = {
-      'muon (ours)': Stepper(mo.muon(lr, weight_dimension_numbers=dims),
-                             params, grads),
-      'musgd (ours)': Stepper(mo.musgd(lr, weight_dimension_numbers=dims),
-                              params, grads),
-      'mimuon (ours, defaults)': Stepper(
-          mo.mimuon(lr, weight_dimension_numbers=dims), params, grads)}
+      'muon (ours)': Stepper(mo.muon(**ours), params, grads),
+      'musgd (ours)': Stepper(mo.musgd(**ours), params, grads),
+      'mimuon (ours, defaults)': Stepper(mo.mimuon(**ours), params, grads)}
   n_params = sum(x.size for x in params.values())
   print(f'# device: {jax.devices()[0].device_kind} ({jax.default_backend()});'
         f' preset {args.preset}: {len(params)} conv matrices,'
-        f' {n_params / 1e6:.2f}M params, dtype {args.dtype};'
+        f' {n_params / 1e6:.2f}M params, dtype {args.dtype}; NS'
+        f' {args.ns_steps} steps in {args.ns_dtype} for all three;'
         f' {max(args.rounds, 1)} interleaved rounds, median of'
         f' {args.repeats} steps each')
   print('| optimizer | ms / step (median of rounds) | vs muon (ours) |')

@@ -1,6 +1,7 @@
 """YOLO26n on Fashion-MNIST detection: AdamW, MuSGD, Muon and MiMuon, each at its own lr.
 
-  python -m experiments.yolo26_detection --out experiments/results/yolo26_detection
+  python -m experiments.yolo26_detection --preset cpu --out experiments/results/yolo26_detection
+  python -m experiments.yolo26_detection --out runs/yolo26_detection  # the full protocol (accelerator)
   python -m experiments.yolo26_detection --preset smoke --out /tmp/yolo_smoke
 
 The protocol, per training-set size (`--sizes`: the full set and a small N,
@@ -17,7 +18,8 @@ a prefix of it; val and test are the same for both):
    momentum 0.937, muon 0.2 / sgd 1.0, class heads at 3x lr, decay on conv
    kernels only), Muon and MiMuon at the two taus (`mimuon_optax.muon` /
    `mimuon`, conv kernels as (kh*kw*in, out) matrices, AdamW for biases and
-   BatchNorm scales at the AdamW arm's lr). Every arm: ultralytics' warmup
+   BatchNorm scales at ultralytics' auto AdamW lr, the AdamW arm's grid
+   middle, under the same schedule). Every arm: ultralytics' warmup
    and linear lr decay (one compiled step per optimizer: lr and tau are
    step arguments), gradient clipping to norm 10, EMA of the weights
    (`experiments/harness/detection_loop.py`).
@@ -89,8 +91,9 @@ class DetectionStudyConfig:
   """Configuration of `yolo26_detection` (every field is a `--flag`)."""
 
   out: str = field("runs/yolo26_detection", "output directory")
-  preset: str | None = field(None, "defaults for a setup: smoke (a tiny"
-                             " pipeline check)", choices=("smoke", None))
+  preset: str | None = field(None, "defaults for a setup: cpu (the protocol"
+                             " reduced for a CPU), smoke (a tiny pipeline"
+                             " check)", choices=("cpu", "smoke", None))
   scale: str = field("n", "YOLO26 scale", choices=("n", "s", "m", "l", "x"))
   image_size: int = field(160, "canvas side (a multiple of 32)", minimum=32)
   sizes: tuple[int, ...] = field((4000, 300), "training-set sizes N (the"
@@ -144,6 +147,16 @@ class DetectionStudyConfig:
 
 
 PRESETS = {
+    # The protocol reduced to what two CPU cores train in about an hour:
+    # 64x64 canvases (items 16-25 px), batch 8, N = 800 and 200 at ~300
+    # steps each (3 and 12 epochs), 300 val / 600 test images, a 100-step
+    # tau calibration, each lr grid grown by up to three points (short runs
+    # favour larger lrs than the grids, centred on the defaults). The
+    # default protocol (160 px, N = 4000 and 300, batch 16, 20 and 100
+    # epochs) needs an accelerator: ~5000 steps a run.
+    "cpu": dict(image_size=64, sizes=(800, 200), num_val=300, num_test=600,
+                epochs=(3, 12), batch_size=8, calib_steps=100, max_extend=3,
+                eval_every=2, train_eval_images=300, eval_batch=50),
     # < 60 s of training on a quiet CPU (compiles aside): the pipeline only.
     "smoke": dict(image_size=64, sizes=(16, 8), num_val=8, num_test=8,
                   epochs=(1,), batch_size=4, seeds=(0, 1),
@@ -355,7 +368,7 @@ def make_task(cfg: DetectionStudyConfig) -> Task:
   data_cfg = data_detection.DetectionConfig(
       image_size=cfg.image_size, num_train=max(cfg.sizes),
       num_val=cfg.num_val, num_test=cfg.num_test, seed=cfg.data_seed,
-      max_scale=min(64, cfg.image_size))
+      max_scale=data_detection.item_scale(cfg.image_size))
   sets = data_detection.load_splits(data_cfg)
   model = detection_loop.init_model(cfg.scale, NUM_CLASSES, 0)
   return Task(sets, model, detection_loop.make_predict(model))

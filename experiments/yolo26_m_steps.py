@@ -154,7 +154,7 @@ def run(cfg: YOLO26MStepsConfig, command: str = "") -> dict[str, Any]:
   t_start = time.perf_counter()
   data = data_detection.load_split(data_detection.DetectionConfig(
       image_size=cfg.image_size, num_train=cfg.train_images,
-      max_scale=min(64, cfg.image_size)), "train")
+      max_scale=data_detection.item_scale(cfg.image_size)), "train")
   model = detection_loop.init_model(cfg.scale, study.NUM_CLASSES, cfg.seed)
   num_params = sum(x.size for x in jax.tree.leaves(model.params))
   tx = study.make_optimizer("mimuon", model.params,

@@ -105,20 +105,37 @@ def test_host_parts_times_the_copy_and_the_host_work():
   assert all(v > 0 for v in parts.values())
 
 
-def test_yolo26n_preset_times_muon_musgd_mimuon(tmp_path):
+def test_yolo26n_preset_times_muon_musgd_mimuon(tmp_path, monkeypatch):
   """The yolo26n preset: step_time on YOLO26n's conv kernels (muon, musgd,
-  mimuon and their ratios to muon); every other item says it is skipped."""
+  mimuon and their ratios to muon); every other item says it is skipped.
+
+  The wiring only: the preset reads `step_time.yolo26_params` (all 126
+  kernels: tests/test_step_time.py), cut here to the first 6 and 2 repeats:
+  compiling 3 optimizers x 2 dtypes over all 126 cost minutes of CI."""
   from benchmarks import accelerator_check  # pylint: disable=import-outside-toplevel
+  from benchmarks import step_time  # pylint: disable=import-outside-toplevel
+  full = step_time.yolo26_params
+
+  def first_kernels(preset, dtype):
+    params, dims = full(preset, dtype)
+    keep = list(params)[:6]
+    return ({k: params[k] for k in keep}, {k: dims[k] for k in keep})
+
+  monkeypatch.setattr(step_time, 'yolo26_params', first_kernels)
+  monkeypatch.setitem(accelerator_check.PRESETS, 'yolo26n', dict(
+      accelerator_check.PRESETS['yolo26n'], repeats=2))
   accelerator_check.main(['--preset', 'yolo26n', '--budget-s', '600',
                           '--out', str(tmp_path)])
   (json_path,) = tmp_path.glob('accelerator_check_*_yolo26n.json')
   items = json.loads(json_path.read_text())['items']
   assert list(items) == ITEM_NAMES
   step = items['step_time']
-  assert step['status'] == 'ok' and step['n_matrices'] == 126
+  assert step['status'] == 'ok' and step['n_matrices'] == 6
+  assert step['preset'] == 'yolo26n'
   for dtype in ('float32', 'bfloat16'):
     assert set(step['ms'][dtype]) == {'muon (ours)', 'musgd (ours)',
                                       'mimuon (ours)'}
+    assert all(t > 0 for t in step['ms'][dtype].values())
     assert step['vs_our_muon'][dtype]['muon (ours)'] == 1.0
   skipped = [n for n in ITEM_NAMES if n not in ('environment', 'step_time')]
   assert all(items[n]['status'] == 'skipped' and 'yolo26n' in

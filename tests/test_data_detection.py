@@ -274,9 +274,25 @@ def test_a_false_positive_ranked_first_halves_precision():
     assert result.map50_95 == pytest.approx(expected, abs=1e-12)
 
 
+def test_inverted_boxes_are_false_positives_that_overlap_nothing():
+  # An untrained YOLO26 head gives boxes with x1 < x0 (raw ltrb distances
+  # below 0). Placed over the gt, inverted, and scored above the right box,
+  # it is a false positive (precision 1/2 everywhere), as in ultralytics'
+  # box_iou, whose clamped intersection with it is 0; scored below, AP 1.
+  gt = [np.array([[0.5, 0.5, 0.25, 0.25]])]
+  right = [37.5, 37.5, 62.5, 62.5]
+  for inverted in ([62.5, 37.5, 37.5, 62.5], [37.5, 62.5, 62.5, 37.5],
+                   [62.5, 62.5, 37.5, 37.5]):
+    for score, expected in ((0.9, 0.5), (0.1, 1.0)):
+      pred = [(np.array([inverted, right]), [score, 0.5], [3, 3])]
+      result = cm.coco_map(gt, [[3]], pred, image_size=100)
+      assert result.map50_95 == pytest.approx(expected, abs=1e-12)
+  only = [(np.array([[62.5, 62.5, 37.5, 37.5]]), [0.9], [3])]
+  assert cm.coco_map(gt, [[3]], only, image_size=100).map50_95 == 0.0
+
+
 @pytest.mark.parametrize("pred,what", [
     ((np.array([[1.0, 1.0, 5.0, np.nan]]), [0.5], [0]), "boxes not finite"),
-    ((np.array([[5.0, 1.0, 1.0, 5.0]]), [0.5], [0]), "x1 < x0"),
     ((np.array([[1.0, 1.0, 5.0, 5.0]]), [np.inf], [0]), "scores not finite"),
     ((np.array([[1.0, 1.0, 5.0, 5.0]]), [0.5], [10]), "classes outside"),
     ((np.array([[1.0, 1.0, 5.0, 5.0]]), [0.5, 0.4], [0]), "as many"),
@@ -352,3 +368,10 @@ def test_padded_model_detections_split_per_image(tiny):
                      image_size=TINY.image_size, gt_mask=data.mask).map50_95 == 1.0
   with pytest.raises(ValueError, match="detections_BxKx6"):
     cm.split_detections(rows[..., :5])
+
+
+def test_item_scale_is_two_fifths_of_the_canvas_within_16_and_64():
+  assert [dd.item_scale(s) for s in (32, 64, 96, 160, 320)] == [
+      16, 25, 38, 64, 64]
+  for size in (32, 64, 160):  # a valid DetectionConfig at every size
+    dd.DetectionConfig(image_size=size, max_scale=dd.item_scale(size))

@@ -13,6 +13,11 @@ ground truth (COCO's convention: a class without any is left out).
   predictions[i] = (boxes_xyxy (K, 4) pixels, scores (K,), classes (K,))
   predictions = split_detections(postprocess(...))  # from (B, K, 6) rows
 
+A predicted box with x1 < x0 or y1 < y0 (an untrained head's raw distances
+can be negative) overlaps nothing: a false positive at its score, as in
+ultralytics' validator. Non-finite boxes or scores and class ids outside
+[0, num_classes) are errors naming the image and detection.
+
 ultralytics' validator (`ultralytics.utils.metrics.ap_per_class`) matches
 the same way but integrates the 101-point precision envelope with
 `np.trapezoid` where COCO takes the mean of the 101 samples, so its numbers
@@ -67,8 +72,6 @@ def _check_prediction(i: int, boxes, scores, classes, num_classes: int):
                      f"{len(classes)} classes must be as many")
   problems = {
       "boxes not finite": ~np.isfinite(boxes).all(1),
-      "boxes with x1 < x0 or y1 < y0 (xyxy pixels)":
-          (boxes[:, 2:] < boxes[:, :2]).any(1),
       "scores not finite": ~np.isfinite(scores),
       f"classes outside [0, {num_classes})":
           (classes < 0) | (classes >= num_classes) | (classes != np.rint(classes)),
@@ -79,6 +82,13 @@ def _check_prediction(i: int, boxes, scores, classes, num_classes: int):
       raise ValueError(f"{name}: {what}, first at detection {k}: box "
                        f"{boxes[k].tolist()}, score {scores[k]}, class "
                        f"{classes[k]}")
+  # An inverted box (x1 < x0 or y1 < y0) is a real output of a YOLO26 head
+  # early in training (reg_max = 1: its ltrb distances are raw, unbounded
+  # conv outputs). It overlaps nothing, as in ultralytics' `box_iou` (its
+  # clamped intersection is 0): collapsed to a zero-area box at (x0, y0),
+  # it stays a false positive at its score.
+  inverted = (boxes[:, 2:] < boxes[:, :2]).any(1)
+  boxes[inverted, 2:] = boxes[inverted, :2]
   return boxes, scores, classes.astype(np.int64)
 
 

@@ -283,6 +283,12 @@ def _draw(rng, items: np.ndarray, labels: np.ndarray, pool: np.ndarray,
   return image, boxes, classes, ids
 
 
+def item_scale(image_size: int) -> int:
+  """The studies' largest item side on a canvas: 2/5 of it (64 px at the
+  default 160), at most 64 and at least the smallest item (16)."""
+  return max(DetectionConfig.min_scale, min(64, image_size * 2 // 5))
+
+
 def make_split(config: DetectionConfig, split: str,
                data_dir: str | os.PathLike | None = None) -> DetectionSet:
   """Draws `config.num_images(split)` canvases (no cache)."""

@@ -11,7 +11,8 @@
       lr = 1e-3 * lr_factor(int(state.step), steps_per_epoch, epochs)
       state, metrics = step(state, images, targets, o2m,
                             {"learning_rate": lr})
-  result = evaluate(model, state, val_set)          # {"map50_95", "map50"}
+  result = evaluate(make_predict(model), *state.eval_weights(), val_set)
+                                                    # {"map50_95", "map50"}
 
 What follows ultralytics 8.4.190's trainer (``engine/trainer.py``) and what
 does not:

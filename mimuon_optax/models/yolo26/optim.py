@@ -16,7 +16,7 @@ name: ``"muon"`` (ndim 2 or 4, with decay), ``"bias"`` (a name containing
 rest, with decay; empty in YOLO26). Parameters of the Detect layer's class
 heads ``cv3`` and ``one2one_cv3`` train at 3x lr. The Detect layer is the
 one with the largest layer index (the first integer in a path, e.g.
-``layers/23/cv3/...``).
+``model/23/cv3/...``).
 """
 
 from __future__ import annotations
