@@ -1,4 +1,4 @@
-"""The regime map: paired MiMuon - Muon test loss vs training-set size, per task.
+"""The regime map: paired MiMuon vs Muon test results against N, per task.
 
   python -m experiments.regime_map --out experiments/results/regime_map
 
@@ -9,22 +9,23 @@ MiMuon at Muon's lr), `cnn_small_data`, `cnn_small_data_lowlr` and
 `lm_small_data` (tiny Qwen3), `lm_small_data_16k_own_lr` (MiMuon's own lr
 at 16k) and `lm_finetune`, and the full-data tau sweeps as one point each
 (round one's `tau_sweep_vision` and `tau_sweep_lm`, and `lm_converge`, the
-LM run ~7x longer). A detection study adds a third panel once it is listed
-in `STUDIES` with task "detection".
+LM run ~7x longer), and `yolo26_detection` (YOLO26n, the third panel).
 
 One panel per task; x: the N training items (log), y: the per-seed paired
-difference MiMuon - Muon of the test loss (same seed = same init and batch
+difference of the task's test metric (same seed = same init and batch
 order), mean ± std over seeds, a filled marker where significant by round
-one's rule (|mean| > 2 std / sqrt(seeds)). Negative: MiMuon better.
+one's rule (|mean| > 2 std / sqrt(seeds)). Negative: MiMuon better on every
+panel: MiMuon - Muon of the test loss, Muon - MiMuon of the test mAP50-95
+(higher is better).
 
 What is drawn how, from the results alone: a MiMuon arm is "at its own lr"
 where it swept its own lr grid at that N, else "at Muon's lr". Of the points
 of one task, N and arm, the current one is at its own lr if any is, then the
-best tuned (lowest validation loss of Muon and MiMuon at their kept lrs);
-the others are superseded. Current points are in colour (solid: own lr,
-dashed: Muon's lr); superseded points and round one's studies are grey. The
-legend names each series in words (MiMuon's measured orthogonalized
-fraction, the setting, the lr).
+best tuned (lowest validation loss of Muon and MiMuon at their kept lrs;
+for detection the highest validation mAP50-95); the others are superseded.
+Current points are in colour (solid: own lr, dashed: Muon's lr); superseded
+points and round one's studies are grey. The legend names each series in
+words (MiMuon's measured orthogonalized fraction, the setting, the lr).
 
 Writes regime_map.png, regime_map.md (the table behind it) and COMMAND.md;
 reads only.
@@ -59,6 +60,7 @@ class Study:
   items_per_step: Callable[[dict[str, Any]], int]  # from the run's config
   unit: str  # of N
   round_one: bool = False  # superseded by round two: drawn grey
+  metric: str = "test loss"  # what the task reports: a key of DIFFERENCES
 
 
 def _images(c: dict[str, Any]) -> int:
@@ -69,10 +71,19 @@ def _tokens(c: dict[str, Any]) -> int:
   return c["batch_size"] * c["seq_len"]
 
 
+def _detection_images(c: dict[str, Any]) -> int:
+  return c["batch_size"]
+
+
+# The difference drawn, per metric: signed so that < 0 is MiMuon better.
+DIFFERENCES = {"test loss": "test loss, MiMuon - Muon",
+               "test mAP50-95": "test mAP50-95, Muon - MiMuon"}
+
+
 # Panel order and titles.
 TASKS = {"LM": "LM: tiny Qwen3 on Shakespeare",
          "CNN": "CNN on Fashion-MNIST",
-         "detection": "Detection"}
+         "detection": "Detection: YOLO26n on Fashion-MNIST canvases"}
 STUDIES = {
     "gen_gap": Study("CNN", "size study", _images, "examples", True),
     "cnn_small_data": Study("CNN", "small data", _images, "examples"),
@@ -85,6 +96,8 @@ STUDIES = {
     "tau_sweep_vision": Study("CNN", "full data", _images, "examples", True),
     "tau_sweep_lm": Study("LM", "full data", _tokens, "tokens", True),
     "lm_converge": Study("LM", "full data", _tokens, "tokens"),
+    "yolo26_detection": Study("detection", "CPU protocol", _detection_images,
+                              "images", metric="test mAP50-95"),
 }
 
 
@@ -134,8 +147,9 @@ def paired_rows(study: str, report: dict[str, Any]) -> list[dict[str, Any]]:
     grid = sorted(swept.get((n, arm), ()))
     rows.append({
         "study": study, "task": spec.task, "setting": spec.setting,
-        "round_one": spec.round_one, "arm": arm, "n": n, "unit": spec.unit,
-        "steps": steps, "epochs": steps * spec.items_per_step(cfg) / n,
+        "metric": spec.metric, "round_one": spec.round_one, "arm": arm,
+        "n": n, "unit": spec.unit, "steps": steps,
+        "epochs": steps * spec.items_per_step(cfg) / n,
         "seeds": len(pairs), "own_lr": len(grid) >= 2,
         "lr_grid": grid if len(grid) >= 2 else [],
         "orth_frac": float(np.mean(fracs)) if fracs else None,
@@ -144,6 +158,47 @@ def paired_rows(study: str, report: dict[str, Any]) -> list[dict[str, Any]]:
         "d_test_loss_mean": mean, "d_test_loss_std": std,
         "significant": len(pairs) >= 2 and bool(
             abs(mean) > 2 * std / math.sqrt(len(pairs)))})
+  return rows
+
+
+def detection_rows(study: str, report: dict[str, Any]
+                   ) -> list[dict[str, Any]]:
+  """`paired_rows` of a detection study (`yolo26_detection`'s results.json):
+  per MiMuon arm and N, its paired test mAP50-95 difference to Muon as the
+  study reports it (`d_vs_muon`), negated so that < 0 is MiMuon better as on
+  the other panels; `d_test_loss_*` hold that difference."""
+  spec = STUDIES[study]
+  cfg = report["config"]
+  rows = []
+  for row in report["rows"]:
+    if "d_vs_muon" not in row:
+      continue  # Not MiMuon, or fewer than 2 seeds paired with Muon
+    size, arm = row["size"], row["arm"]
+    mean, std, significant = row["d_vs_muon"]
+    chosen = {a: report["chosen_lr"][f"{size}/{a}"] for a in (arm, "muon")}
+    kept = {a: {r["seed"]: r for r in report["runs"]
+                if (r["size"], r["arm"], r["lr"]) == (size, a, chosen[a]["lr"])}
+            for a in (arm, "muon")}  # every seed, whatever its role
+    pairs = [(r, kept["muon"][s]) for s, r in kept[arm].items()
+             if s in kept["muon"]]
+    epochs = cfg["epochs"]
+    rows.append({
+        "study": study, "task": spec.task, "setting": spec.setting,
+        "metric": spec.metric, "round_one": spec.round_one, "arm": arm,
+        "n": size, "unit": spec.unit, "steps": pairs[0][0]["steps"],
+        "epochs": (epochs[0] if len(epochs) == 1
+                   else epochs[cfg["sizes"].index(size)]),
+        "seeds": len(pairs),
+        # Every arm keeps the best lr of its own grid at every N.
+        "own_lr": True,
+        "lr_grid": sorted(float(lr) for lr in chosen[arm]["val_scores"]),
+        "orth_frac": row.get("orth_frac", {}).get("all"),
+        # Only ranks duplicates in `mark_current` (lower: better tuned): the
+        # pair's mean validation mAP50-95 at the kept lrs, negated.
+        "val_loss": -float(np.mean([(r["val_map50_95"] + b["val_map50_95"])
+                                    / 2 for r, b in pairs])),
+        "d_test_loss_mean": 0.0 - mean, "d_test_loss_std": std,
+        "significant": bool(significant)})
   return rows
 
 
@@ -173,14 +228,16 @@ def series_label(rows: list[dict[str, Any]]) -> str:
   grids = sorted({g for x in rows for g in x["lr_grid"]})
   lr = (f"own lr (grid {grids[0]:.2g} to {grids[-1]:.2g})" if r["own_lr"]
         else "Muon's lr")
-  return f"{who}: {r['setting']}, {r['steps']} steps, {lr}"
+  steps = sorted({x["steps"] for x in rows})
+  span = f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}-{steps[-1]}"
+  return f"{who}: {r['setting']}, {span} steps, {lr}"
 
 
 GREY = "0.65"
 
 
 def _label_n(ax: Any, ns: Sequence[int]) -> None:
-  """x ticks at the Ns of the panel (1k, 16k, 1.25M), none closer than a
+  """x ticks at the Ns of the panel (200, 1k, 16k, 1.25M), none closer than a
   factor 1.6 to the previous labelled one, so that no two labels touch."""
   import matplotlib.ticker
   ticks: list[int] = []
@@ -189,7 +246,8 @@ def _label_n(ax: Any, ns: Sequence[int]) -> None:
       ticks.append(n)
   ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
   ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
-      lambda n, _: f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k"))
+      lambda n, _: f"{n / 1e6:.3g}M" if n >= 1e6 else
+      f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:.3g}"))
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.set_xlim(min(ns) / 1.5, max(ns) * 1.5)
 
@@ -234,7 +292,8 @@ def figure(rows: list[dict[str, Any]]) -> Any:
     ax.set_xscale("log")
     _label_n(ax, sorted({r["n"] for r in sel}))
     ax.set_xlabel(f"training {sel[0]['unit']} N (log; ticks at the Ns run)")
-    ax.set_ylabel("paired Δ test loss, MiMuon - Muon (< 0: MiMuon better)")
+    ax.set_ylabel(f"paired Δ {DIFFERENCES[sel[0]['metric']]}"
+                  " (< 0: MiMuon better)")
     ax.set_title(TASKS[task], fontsize=10)
     ax.grid(alpha=0.3, which="both")
     handles, labels = ax.get_legend_handles_labels()
@@ -244,8 +303,8 @@ def figure(rows: list[dict[str, Any]]) -> Any:
               fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.11),
               title="bars: ±std over seeds; filled: significant",
               title_fontsize=7.5, frameon=False)
-  fig.suptitle("Where MiMuon helps: paired MiMuon - Muon test loss, one"
-               " panel per task", fontsize=11)
+  fig.suptitle("Where MiMuon helps: paired MiMuon vs Muon test results (< 0:"
+               " MiMuon better), one panel per task", fontsize=11)
   fig.tight_layout()
   return fig
 
@@ -266,7 +325,9 @@ def run(cfg: RegimeMapConfig, command: str = "") -> list[dict[str, Any]]:
             " skipped", flush=True)
       continue
     report = json.loads(path.read_text())
-    rows += paired_rows(study, report)
+    read = detection_rows if STUDIES[study].task == "detection" else (
+        paired_rows)
+    rows += read(study, report)
     seeds.update(report["config"]["seeds"])
     sources.append(f"{path} ({report.get('command', '')})")
   if not rows:
@@ -278,22 +339,25 @@ def run(cfg: RegimeMapConfig, command: str = "") -> list[dict[str, Any]]:
   plot(rows, out / "regime_map.png")
   table = reporting.markdown_table(
       ["task", "study", "arm", "orth. fraction", "lr", "N", "epochs",
-       "seeds", "Δ test loss MiMuon - Muon", "drawn"],
+       "seeds", "Δ of", "Δ (< 0: MiMuon better)", "drawn"],
       [[r["task"], r["study"], r["arm"],
         "" if r["orth_frac"] is None else f"{r['orth_frac']:.2f}",
         "own" if r["own_lr"] else "Muon's", f"{r['n']:,} {r['unit']}",
-        f"{r['epochs']:.2f}", r["seeds"],
+        f"{r['epochs']:.2f}", r["seeds"], DIFFERENCES[r["metric"]],
         f"{r['d_test_loss_mean']:+.4f} ± {r['d_test_loss_std']:.4f}"
         f"{' *' if r['significant'] else ''}",
         "colour" if r["current"] else "grey"]
        for r in rows])
   (out / "regime_map.md").write_text(
-      "# Regime map: paired MiMuon - Muon test loss\n\n"
-      "Per-seed paired differences, mean ± std (ddof 1); `*`: |mean| > 2 std"
-      " / sqrt(seeds). Epochs: steps x items per step / N. lr: MiMuon's own"
-      " (it swept its grid at that N) or Muon's. Drawn grey: round one, or"
-      " superseded (another run at the same task, N and arm is at its own"
-      " lr, or reached a lower validation loss).\n\n" + table +
+      "# Regime map: paired MiMuon vs Muon test results\n\n"
+      "Per-seed paired differences, mean ± std (ddof 1), signed so that < 0"
+      " is MiMuon better: MiMuon - Muon of the test loss, Muon - MiMuon of"
+      " the test mAP50-95 (detection); `*`: |mean| > 2 std / sqrt(seeds)."
+      " Epochs: steps x items per step / N (detection: the study's epochs)."
+      " lr: MiMuon's own (it swept its grid at that N) or Muon's. Drawn grey:"
+      " round one, or superseded (another run at the same task, N and arm is"
+      " at its own lr, or is better tuned: a lower validation loss, a higher"
+      " validation mAP50-95).\n\n" + table +
       "\n\nSources:\n\n" + "\n".join(f"- {s}" for s in sources) + "\n")
   reporting.write_command_md(out, "regime map", command, sorted(seeds),
                              time.perf_counter() - t0,

@@ -215,9 +215,9 @@ def test_runs_as_a_module_with_help(module):
   assert "--out" in result.stdout and "--sizes" in result.stdout
 
 
-def test_regime_map_pairs_each_seed_with_muon(tmp_path):
-  """Δ = MiMuon - Muon per seed at each N; sweep and diverged runs left out."""
-  from experiments import regime_map
+def _cnn_small_data_report():
+  """A size study's results.json: MiMuon - Muon = -0.3, -0.2, -0.1 by seed
+  at N = 1k and 4k, beside a sweep run and an AdamW run."""
   runs = []
   for n, base in [(1000, 1.0), (4000, 0.5)]:
     for seed, (muon, gated) in enumerate([(base, base - 0.3),
@@ -232,8 +232,20 @@ def test_regime_map_pairs_each_seed_with_muon(tmp_path):
               "val_loss": 9.0, "lr": 0.03, "role": "sweep"},
              {"n": n, "arm": "adamw", "seed": 0, "test_loss": 0.1,
               "val_loss": 0.1, "lr": 0.01}]
-  report = {"config": {"steps": 500, "batch_size": 16, "seeds": [0, 1, 2]},
-            "runs": runs, "command": "python -m experiments.cnn_small_data"}
+  return {"config": {"steps": 500, "batch_size": 16, "seeds": [0, 1, 2]},
+          "runs": runs, "command": "python -m experiments.cnn_small_data"}
+
+
+def _write_study(results, study, report, name="results.json"):
+  folder = results / study
+  folder.mkdir(parents=True)
+  (folder / name).write_text(json.dumps(report))
+
+
+def test_regime_map_pairs_each_seed_with_muon(tmp_path):
+  """Δ = MiMuon - Muon per seed at each N; sweep and diverged runs left out."""
+  from experiments import regime_map
+  report = _cnn_small_data_report()
   rows = regime_map.paired_rows("cnn_small_data", report)
   assert [(r["n"], r["arm"]) for r in rows] == [(1000, "mimuon-0.7-none"),
                                                 (4000, "mimuon-0.7-none")]
@@ -244,9 +256,8 @@ def test_regime_map_pairs_each_seed_with_muon(tmp_path):
                                atol=1e-12)
     assert r["significant"]  # |-0.2| > 2 * 0.1 / sqrt(3)
     assert r["epochs"] == 500 * 128 / r["n"] and r["seeds"] == 3
-  folder = tmp_path / "results" / "cnn_small_data"
-  folder.mkdir(parents=True)
-  (folder / "results.json").write_text(json.dumps(report))
+    assert r["metric"] == "test loss"
+  _write_study(tmp_path / "results", "cnn_small_data", report)
   out = tmp_path / "map"
   regime_map.main(["--results", str(tmp_path / "results"), "--out", str(out)])
   assert (out / "regime_map.png").stat().st_size > 0
@@ -255,19 +266,22 @@ def test_regime_map_pairs_each_seed_with_muon(tmp_path):
     regime_map.main(["--results", str(tmp_path / "none"), "--out", str(out)])
 
 
-def test_regime_map_reads_a_full_data_tau_sweep(tmp_path):
-  """A tau sweep's runs.json (no per-run N) is one point at the task's N."""
-  from experiments import regime_map
+def _lm_converge_report():
+  """A full-data tau sweep's runs.json: MiMuon - Muon = 0.1, 0, 0.2."""
   runs = [{"arm": a, "seed": s, "test_loss": v, "val_loss": v, "lr": 0.01,
            "role": "final"}
           for s, (m, g) in enumerate([(5.0, 5.1), (5.2, 5.2), (4.9, 5.1)])
           for a, v in (("muon", m), ("mimuon-0.687-none", g))]
-  report = {"config": {"steps": 2000, "batch_size": 8, "seq_len": 64,
-                       "seeds": [0, 1, 2]},
-            "task": {"train_tokens": 1_024_000}, "runs": runs}
-  folder = tmp_path / "results" / "lm_converge"
-  folder.mkdir(parents=True)
-  (folder / "runs.json").write_text(json.dumps(report))
+  return {"config": {"steps": 2000, "batch_size": 8, "seq_len": 64,
+                     "seeds": [0, 1, 2]},
+          "task": {"train_tokens": 1_024_000}, "runs": runs}
+
+
+def test_regime_map_reads_a_full_data_tau_sweep(tmp_path):
+  """A tau sweep's runs.json (no per-run N) is one point at the task's N."""
+  from experiments import regime_map
+  _write_study(tmp_path / "results", "lm_converge", _lm_converge_report(),
+               "runs.json")
   out = tmp_path / "map"
   rows = regime_map.main(["--results", str(tmp_path / "results"),
                           "--studies", "lm_converge", "--out", str(out)])
@@ -285,8 +299,9 @@ def _row(study, task, arm, n, own_lr, val_loss, **kw):
           "round_one": False, "arm": arm, "n": n, "unit": "tokens",
           "steps": 200, "epochs": 1.0, "seeds": 3, "own_lr": own_lr,
           "lr_grid": [1e-3, 3e-3, 1e-2] if own_lr else [], "orth_frac": 0.52,
-          "val_loss": val_loss, "d_test_loss_mean": -0.01,
-          "d_test_loss_std": 0.02, "significant": False, **kw}
+          "metric": "test loss", "val_loss": val_loss,
+          "d_test_loss_mean": -0.01, "d_test_loss_std": 0.02,
+          "significant": False, **kw}
 
 
 def test_regime_map_greys_what_a_better_run_supersedes():
@@ -309,11 +324,19 @@ def test_regime_map_greys_what_a_better_run_supersedes():
 
 def _texts_overlap(fig):
   """Pairs of visible, non-empty texts of a drawn figure whose boxes
-  overlap, and legends that overlap an axes or another legend."""
+  overlap, and legends that overlap an axes or another legend. Tick labels
+  beyond an axis' limits count as not drawn (matplotlib keeps them
+  visible, at their would-be place, but does not draw them)."""
   import matplotlib.text
   renderer = fig.canvas.get_renderer()
+  undrawn = {id(tick.label1) for ax in fig.axes
+             for axis in (ax.xaxis, ax.yaxis)
+             for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+             if not (min(axis.get_view_interval()) <= tick.get_loc()
+                     <= max(axis.get_view_interval()))}
   texts = [t for t in fig.findobj(matplotlib.text.Text)
-           if t.get_visible() and t.get_text().strip()]
+           if t.get_visible() and t.get_text().strip()
+           and id(t) not in undrawn]
   boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
   bad = [(a, b) for i, (a, ba) in enumerate(boxes)
          for b, bb in boxes[i + 1:] if ba.overlaps(bb)]
@@ -335,8 +358,10 @@ def test_regime_map_of_the_committed_results_reads(tmp_path):
   assert (tmp_path / "regime_map.png").stat().st_size > 0
   fig = regime_map.figure(rows)
   fig.canvas.draw()
-  assert [ax.get_title() for ax in fig.axes] == [
-      regime_map.TASKS["LM"], regime_map.TASKS["CNN"]]
+  titles = [ax.get_title() for ax in fig.axes]
+  assert titles == [title for task, title in regime_map.TASKS.items()
+                    if any(r["task"] == task for r in rows)]
+  assert titles[:2] == [regime_map.TASKS["LM"], regime_map.TASKS["CNN"]]
   assert _texts_overlap(fig) == []
   for ax in fig.axes:
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -361,6 +386,90 @@ def test_regime_map_has_a_panel_per_task_and_room_for_detection():
   fig.canvas.draw()
   assert [ax.get_title() for ax in fig.axes] == [
       regime_map.TASKS[t] for t in ("LM", "CNN", "detection")]
+  assert _texts_overlap(fig) == []
+  import matplotlib.pyplot as plt
+  plt.close(fig)
+
+
+# Test mAP50-95 of Muon by seed; MiMuon's is Muon's + these, per N.
+_MUON_MAP = (0.30, 0.31, 0.29)
+_MIMUON_GAIN = {800: (0.015, 0.02, 0.025), 200: (0.0, -0.02, -0.01)}
+
+
+def _detection_report():
+  """`yolo26_detection`'s results.json, summarized by the study itself: N =
+  800 and 200, Muon and MiMuon, seed 0 sweeping 0.01 / 0.03 / 0.1 (0.03
+  kept), seeds 1 and 2 at 0.03; validation mAP = test + 0.01."""
+  import dataclasses
+  from experiments import yolo26_detection
+  cfg = yolo26_detection.DetectionStudyConfig(
+      sizes=(800, 200), epochs=(3, 12), batch_size=8, taus=(0.3,),
+      arms=("muon", "mimuon-0.5"))
+  runs, chosen = [], {}
+  for size in cfg.sizes:
+    for arm in cfg.arms:
+      gains = _MIMUON_GAIN[size] if arm != "muon" else (0.0,) * 3
+      test = [m + g for m, g in zip(_MUON_MAP, gains)]
+      sweep = {0.01: 0.1, 0.03: test[0], 0.1: 0.1}  # seed 0's test mAP
+      for lr, seed, role, mAP in [*((lr, 0, "sweep", v) for lr, v in
+                                    sweep.items()),
+                                  (0.03, 1, "final", test[1]),
+                                  (0.03, 2, "final", test[2])]:
+        runs.append({"size": size, "arm": arm, "lr": lr, "seed": seed,
+                     "role": role, "steps": 300, "test_map50_95": mAP,
+                     "val_map50_95": mAP + 0.01, "test_map50": mAP,
+                     "train_map50_95": mAP, "gap": 0.0,
+                     **({"orth_frac": {"all": 0.5}} if arm != "muon"
+                        else {})})
+      chosen[f"{size}/{arm}"] = {
+          "lr": 0.03, "val_scores": {lr: v + 0.01 for lr, v in sweep.items()},
+          "bracketed": True}
+  return {"config": dataclasses.asdict(cfg), "chosen_lr": chosen,
+          "rows": yolo26_detection.summarize(cfg, runs, chosen),
+          "runs": runs, "command": "python -m experiments.yolo26_detection"}
+
+
+def test_regime_map_draws_detection_as_a_third_panel(tmp_path):
+  """Detection's Δ is Muon - MiMuon of the test mAP50-95 (< 0: MiMuon
+  better, as on the loss panels), at each N the study ran."""
+  from experiments import regime_map
+  results = tmp_path / "results"
+  _write_study(results, "cnn_small_data", _cnn_small_data_report())
+  _write_study(results, "lm_converge", _lm_converge_report(), "runs.json")
+  detection = json.loads(json.dumps(_detection_report()))  # as read back
+  assert [r["d_vs_muon"][0] for r in detection["rows"] if "d_vs_muon" in r
+          ] == pytest.approx([0.02, -0.01])
+  _write_study(results, "yolo26_detection", detection)
+  out = tmp_path / "map"
+  every_row = regime_map.main(["--results", str(results), "--out", str(out)])
+  rows = [r for r in every_row if r["study"] == "yolo26_detection"]
+  assert [(r["n"], r["arm"]) for r in rows] == [(800, "mimuon-0.5"),
+                                                (200, "mimuon-0.5")]
+  np.testing.assert_allclose([r["d_test_loss_mean"] for r in rows],
+                             [-0.02, 0.01], atol=1e-12)
+  np.testing.assert_allclose([r["d_test_loss_std"] for r in rows],
+                             [0.005, 0.01], atol=1e-12)
+  assert [r["significant"] for r in rows] == [True, False]
+  assert [r["epochs"] for r in rows] == [3, 12]
+  for r in rows:
+    assert (r["task"], r["metric"], r["unit"]) == (
+        "detection", "test mAP50-95", "images")
+    assert r["own_lr"] and r["current"] and r["lr_grid"] == [0.01, 0.03, 0.1]
+    assert (r["steps"], r["seeds"], r["orth_frac"]) == (300, 3, 0.5)
+    muon = np.array(_MUON_MAP)
+    mimuon = muon + _MIMUON_GAIN[r["n"]]
+    np.testing.assert_allclose(r["val_loss"],
+                               -np.mean((muon + mimuon) / 2 + 0.01))
+  table = (out / "regime_map.md").read_text()
+  assert "| test mAP50-95, Muon - MiMuon | -0.0200 ± 0.0050 * |" in table
+  assert "| test loss, MiMuon - Muon | -0.2000 ± 0.1000 * |" in table
+  fig = regime_map.figure(every_row)
+  fig.canvas.draw()
+  assert [ax.get_title() for ax in fig.axes] == [
+      regime_map.TASKS[t] for t in ("LM", "CNN", "detection")]
+  assert [ax.get_ylabel() for ax in fig.axes] == [
+      "paired Δ test loss, MiMuon - Muon (< 0: MiMuon better)"] * 2 + [
+      "paired Δ test mAP50-95, Muon - MiMuon (< 0: MiMuon better)"]
   assert _texts_overlap(fig) == []
   import matplotlib.pyplot as plt
   plt.close(fig)
