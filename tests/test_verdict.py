@@ -29,8 +29,9 @@ def test_readme_carries_the_same_verdict():
 
 
 def _paired_differences() -> list[tuple[float, float, str]]:
-  """(mean, std, study) of every paired MiMuon - Muon test-loss difference in
-  the committed results (experiments/results/*/*.json)."""
+  """(mean, std, study) of every paired MiMuon - Muon test-loss difference,
+  and every paired MiMuon - Muon / MuSGD test mAP50-95 difference of the
+  detection study, in the committed results (experiments/results/*/*.json)."""
   found = []
 
   def walk(node, study):
@@ -38,6 +39,9 @@ def _paired_differences() -> list[tuple[float, float, str]]:
       if node.get("d_test_loss_vs_muon_mean") is not None:
         found.append((node["d_test_loss_vs_muon_mean"],
                       node["d_test_loss_vs_muon_std"], study))
+      for key in ("d_vs_muon", "d_vs_musgd"):
+        if isinstance(node.get(key), list):  # [mean, std, significant]
+          found.append((node[key][0], node[key][1], study))
       for value in node.values():
         walk(value, study)
     elif isinstance(node, list):
@@ -64,3 +68,5 @@ def test_every_difference_the_verdict_quotes_is_a_committed_result():
         and round(s, len(std_digits)) == float(std)}
     assert studies[mean], f"{mean} ± {std} is in no experiments/results/"
   assert studies["−0.026"] == {"lm_converge"}
+  for detection in ("+0.011", "−0.029", "+0.056"):  # test mAP50-95
+    assert studies[detection] == {"yolo26_detection"}, detection
