@@ -10,7 +10,9 @@ import json
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from experiments import yolo26_detection as study
@@ -60,6 +62,80 @@ def test_train_step_lowers_the_loss_and_updates_batch_stats(tiny):
   # The EMA lags the weights (decay > 0 after 6 updates).
   assert not np.allclose(jax.tree.leaves(state.ema_params)[0],
                          jax.tree.leaves(state.params)[0])
+
+
+def test_gate_statistic_on_real_momenta_matches_float64_svd(tiny):
+  """The instrument on the study's own matrices: after 4 MuSGD steps of
+  YOLO26n, the momentum of every conv kernel, as the (kh*kw*in, out) matrix
+  Muon and MiMuon's gate see, measured by `spectral_gap` ("float64" and
+  "host") against float64 numpy SVD of the same float32 matrix. Batch-2
+  gradients at 64 px leave the deep kernels low-rank (at most a few dozen
+  spatial positions), so the rank floor ("nonzero" singular values) is
+  exercised on real data, not only on planted spectra."""
+  import mimuon_optax
+  from mimuon_optax.models.yolo26 import optim as yolo_optim
+  from test_gap import reference_stats  # pylint: disable=import-outside-toplevel
+  state = detection_loop.TrainState.create(tiny["model"], tiny["tx"])
+  hparams = study.hyperparams("musgd", 0.01, 1.0, 0.0)
+  for _ in range(4):
+    state, _ = tiny["step"](state, tiny["images"], tiny["targets"],
+                            yolo_loss.o2m_weight(0, 10), hparams)
+  dims = yolo_optim.yolo26_weight_dimension_numbers(state.params)
+  is_trace = lambda x: isinstance(x, optax.TraceState)
+  traces = [t.trace for t in jax.tree.leaves(state.opt_state,
+                                              is_leaf=is_trace)
+            if is_trace(t)]
+  momenta = {}
+  for trace in traces:  # MuSGD's Muon and SGD parts each keep a trace
+    for path, leaf in jax.tree_util.tree_leaves_with_path(trace):
+      name = jax.tree_util.keystr(path)
+      if getattr(leaf, "ndim", 0) == 4 and name not in momenta:
+        momenta[name] = np.asarray(leaf, np.float32)
+  flat_dims = {jax.tree_util.keystr(p): d for p, d in
+               jax.tree_util.tree_leaves_with_path(
+                   dims, is_leaf=lambda d: d is None or isinstance(
+                       d, mimuon_optax.MuonDimensionNumbers))}
+  matrices = [m.reshape(-1, m.shape[-1]) for name, m in momenta.items()
+              if flat_dims.get(name) is not None]
+  assert len(matrices) > 50, len(matrices)
+  low_rank = 0
+  shapes = sorted({x.shape for x in matrices})
+  # In-graph float64 compiles once per shape (~1 s each): the 8 shapes that
+  # hold the most matrices and the 4 largest; the host's LAPACK takes all.
+  count = lambda shape: sum(x.shape == shape for x in matrices)
+  some = set(sorted(shapes, key=lambda s: (-count(s), s))[:8])
+  some |= set(sorted(shapes, key=lambda s: -s[0] * s[1])[:4])
+  for precision, checked in (("host", shapes), ("float64", sorted(some))):
+    # One batch per shape (as the gate batches a stack).
+    for shape in checked:
+      stack = np.stack([x for x in matrices if x.shape == shape])
+      got = mimuon_optax.spectral_gap(jnp.asarray(stack), precision=precision)
+      for i, x in enumerate(stack):
+        kappa, rel, rho, s = reference_stats(x)
+        rank = int(np.sum(s > max(shape) * np.finfo(np.float32).eps * s[-1]))
+        assert int(got.rank[i]) == rank, (precision, shape, i)
+        low_rank += precision == "host" and rank < min(shape)
+        # Within the documented resolution (a gap's error bound, absolute):
+        # real momenta put kappa at 1e-7 s_max and less, where the in-graph
+        # float64 Gram is off by ~1e-10 s_max (5e-4 of kappa) and the host's
+        # LAPACK SVD by ~1e-13.
+        res = float(got.resolution[i])
+        err = f"{precision} {shape} #{i}: kappa {kappa:.3g}, res {res:.3g}"
+        if kappa <= res:  # unresolvable: counted as a repeat
+          assert float(got.min_gap[i]) == 0, err
+          continue
+        assert abs(float(got.min_gap[i]) - kappa) <= res, err
+        assert abs(float(got.rel_gap[i]) - rel) <= res / s[-1] * 1.001, err
+        # rho = kappa sqrt(r) / median: each of kappa and median off by
+        # <= res, plus float32 rounding of the result.
+        rtol = 1e-6 + res / kappa + res / float(got.median_gap[i])
+        np.testing.assert_allclose(float(got.rho[i]), rho, rtol=rtol,
+                                   err_msg=err)
+        # The study's taus: the same decision unless rho is within its error.
+        for tau in (0.291, 0.763):
+          if abs(rho - tau) > 2 * rtol * rho:
+            assert (float(got.rho[i]) >= tau) == (rho >= tau), (err, tau)
+  assert low_rank > 5, low_rank  # the rank floor mattered
 
 
 def test_eval_uses_the_running_statistics(tiny):
