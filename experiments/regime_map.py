@@ -37,6 +37,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import re
 import time
 from typing import Any, Callable, Sequence
 
@@ -98,6 +99,9 @@ STUDIES = {
     "lm_converge": Study("LM", "full data", _tokens, "tokens"),
     "yolo26_detection": Study("detection", "CPU protocol", _detection_images,
                               "images", metric="test mAP50-95"),
+    "yolo26_detection_n4000": Study("detection", "CPU protocol",
+                                    _detection_images, "images",
+                                    metric="test mAP50-95"),
 }
 
 
@@ -313,6 +317,16 @@ def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> None:
   plots.save_figure(figure(rows), path)
 
 
+def _command(path: pathlib.Path) -> str:
+  """The command in the ```bash block of the folder's COMMAND.md (what
+  `reporting.write_command_md` writes), or "" without one."""
+  md = path.with_name("COMMAND.md")
+  if not md.exists():
+    return ""
+  found = re.search(r"```bash\n(.*?)\n```", md.read_text(), re.S)
+  return found.group(1).strip() if found else ""
+
+
 def run(cfg: RegimeMapConfig, command: str = "") -> list[dict[str, Any]]:
   t0 = time.perf_counter()
   rows, sources, seeds = [], [], set()
@@ -329,7 +343,7 @@ def run(cfg: RegimeMapConfig, command: str = "") -> list[dict[str, Any]]:
         paired_rows)
     rows += read(study, report)
     seeds.update(report["config"]["seeds"])
-    sources.append(f"{path} ({report.get('command', '')})")
+    sources.append(f"{path} ({report.get('command') or _command(path)})")
   if not rows:
     raise FileNotFoundError(f"--studies: no results.json in {cfg.results}"
                             f" for any of {list(cfg.studies)}")

@@ -634,6 +634,9 @@ def summarize(cfg: DetectionStudyConfig, runs: list[dict], chosen: dict
                        "test_map50_95")
             if d is not None:
               row[f"d_vs_{base}"] = d
+            d = paired(group, finals(runs, chosen, size, base), "gap")
+            if d is not None:  # > 0: MiMuon's gap is smaller
+              row[f"d_gap_vs_{base}"] = d
       rows.append(row)
   return rows
 
@@ -642,8 +645,8 @@ def _pm(row: dict, m: str) -> str:
   return f"{row[f'{m}_mean']:.4f} ± {row[f'{m}_std']:.4f}"
 
 
-def _diff(row: dict, base: str) -> str:
-  d = row.get(f"d_vs_{base}")
+def _diff(row: dict, base: str, key: str = "d_vs") -> str:
+  d = row.get(f"{key}_{base}")
   if d is None:
     return ""
   return f"{d[0]:+.4f} ± {d[1]:.4f}{' *' if d[2] else ''}"
@@ -657,18 +660,20 @@ def write_markdown(cfg: DetectionStudyConfig, out: pathlib.Path,
            f" {cfg.batch_size}, seeds {list(cfg.seeds)}; lr kept on"
            " validation mAP50-95 (seed 0), test reported. Differences are"
            " paired by seed (MiMuon - base, test mAP50-95); `*` where |mean|"
-           " > 2 std / sqrt(seeds). gap = test - train mAP50-95.", ""]
+           " > 2 std / sqrt(seeds). gap = test - train mAP50-95; its"
+           " paired difference > 0 is a smaller gap for MiMuon.", ""]
   if report["calibration"]:
     c = report["calibration"]
     lines += [f"Tau calibration: Muon (lr {c['lr']:g}) for {c['steps']}"
               f" steps, rho quantiles at 1 - fraction: taus"
               f" {report['taus']}.", ""]
   headers = ["N", "arm", "lr", "bracketed", "test mAP50-95", "test mAP50",
-             "train mAP50-95", "gap", "MiMuon - MuSGD", "MiMuon - Muon"]
+             "train mAP50-95", "gap", "MiMuon - MuSGD", "MiMuon - Muon",
+             "gap, MiMuon - Muon"]
   table = [[r["size"], r["arm"], f"{r['lr']:g}", r["bracketed"],
             _pm(r, "test_map50_95"), _pm(r, "test_map50"),
             _pm(r, "train_map50_95"), _pm(r, "gap"), _diff(r, "musgd"),
-            _diff(r, "muon")] for r in rows]
+            _diff(r, "muon"), _diff(r, "muon", "d_gap_vs")] for r in rows]
   lines += [reporting.markdown_table(headers, table), ""]
   gated = [r for r in rows if "orth_frac" in r]
   if gated:

@@ -207,6 +207,38 @@ def test_choose_lr_treats_divergence_as_worst():
     study.choose_lr(_planted(1, []), (0.1,), factor=1.0)
 
 
+def test_summary_pairs_test_map_and_gap_by_seed(tmp_path):
+  """Planted runs: MiMuon - Muon of test mAP50-95 is (0.01, 0.03, 0.02) by
+  seed and of the gap (0.01, 0.02, 0.0); sweep runs at other lrs and a
+  seed the base lacks are left out."""
+  cfg = study.DetectionStudyConfig(sizes=(100,), epochs=(1,),
+                                   arms=("muon", "mimuon-0.5"),
+                                   out=str(tmp_path))
+  runs, chosen = [], {}
+  planted = {"muon": ([0.30, 0.31, 0.32], [-0.02, -0.03, -0.01]),
+             "mimuon-0.5": ([0.31, 0.34, 0.34], [-0.01, -0.01, -0.01])}
+  for arm, (test, gap) in planted.items():
+    chosen[f"100/{arm}"] = {"lr": 0.03, "val_scores": {}, "bracketed": True}
+    for seed in range(3):
+      runs.append({"size": 100, "arm": arm, "lr": 0.03, "seed": seed,
+                   "test_map50_95": test[seed], "test_map50": 0.5,
+                   "train_map50_95": test[seed] - gap[seed],
+                   "gap": gap[seed], "orth_frac": {"all": 0.5}})
+    runs.append({**runs[-1], "lr": 0.1, "test_map50_95": 0.9, "gap": 0.5})
+  runs.append({**runs[-2], "seed": 7, "gap": 0.9, "test_map50_95": 0.9})
+  rows = {r["arm"]: r for r in study.summarize(cfg, runs, chosen)}
+  mean, std, significant = rows["mimuon-0.5"]["d_vs_muon"]
+  assert (mean, std) == pytest.approx((0.02, 0.01))
+  assert significant  # 0.02 > 2 * 0.01 / sqrt(3)
+  mean, std, significant = rows["mimuon-0.5"]["d_gap_vs_muon"]
+  assert (mean, std) == pytest.approx((0.01, 0.01)) and not significant
+  assert "d_gap_vs_muon" not in rows["muon"]
+  study.write_markdown(cfg, tmp_path, {"rows": list(rows.values()),
+                                       "calibration": None})
+  md = (tmp_path / "results.md").read_text()
+  assert "| gap, MiMuon - Muon |" in md and "| +0.0100 ± 0.0100 |" in md
+
+
 def test_layer_kinds_cover_the_model():
   names = ["model/0/conv/kernel", "model/10/m/0/attn/qkv/conv/kernel",
            "model/13/m/0/cv1/conv/kernel", "model/23/cv2/0/2/kernel",

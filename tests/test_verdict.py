@@ -31,7 +31,8 @@ def test_readme_carries_the_same_verdict():
 def _paired_differences() -> list[tuple[float, float, str]]:
   """(mean, std, study) of every paired MiMuon - Muon test-loss difference,
   and every paired MiMuon - Muon / MuSGD test mAP50-95 difference of the
-  detection study, in the committed results (experiments/results/*/*.json)."""
+  detection study, and its paired test - train gap differences, in the
+  committed results (experiments/results/*/*.json)."""
   found = []
 
   def walk(node, study):
@@ -39,7 +40,8 @@ def _paired_differences() -> list[tuple[float, float, str]]:
       if node.get("d_test_loss_vs_muon_mean") is not None:
         found.append((node["d_test_loss_vs_muon_mean"],
                       node["d_test_loss_vs_muon_std"], study))
-      for key in ("d_vs_muon", "d_vs_musgd"):
+      for key in ("d_vs_muon", "d_vs_musgd", "d_gap_vs_muon",
+                  "d_gap_vs_musgd"):
         if isinstance(node.get(key), list):  # [mean, std, significant]
           found.append((node[key][0], node[key][1], study))
       for value in node.values():
@@ -70,3 +72,5 @@ def test_every_difference_the_verdict_quotes_is_a_committed_result():
   assert studies["−0.026"] == {"lm_converge"}
   for detection in ("+0.011", "−0.029", "+0.056"):  # test mAP50-95
     assert studies[detection] == {"yolo26_detection"}, detection
+  for detection in ("−0.001", "+0.110", "+0.014"):  # 4000 images
+    assert "yolo26_detection_n4000" in studies[detection], detection
