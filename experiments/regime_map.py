@@ -37,7 +37,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import re
 import time
 from typing import Any, Callable, Sequence
 
@@ -317,16 +316,6 @@ def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> None:
   plots.save_figure(figure(rows), path)
 
 
-def _command(path: pathlib.Path) -> str:
-  """The command in the ```bash block of the folder's COMMAND.md (what
-  `reporting.write_command_md` writes), or "" without one."""
-  md = path.with_name("COMMAND.md")
-  if not md.exists():
-    return ""
-  found = re.search(r"```bash\n(.*?)\n```", md.read_text(), re.S)
-  return found.group(1).strip() if found else ""
-
-
 def run(cfg: RegimeMapConfig, command: str = "") -> list[dict[str, Any]]:
   t0 = time.perf_counter()
   rows, sources, seeds = [], [], set()
@@ -343,7 +332,9 @@ def run(cfg: RegimeMapConfig, command: str = "") -> list[dict[str, Any]]:
         paired_rows)
     rows += read(study, report)
     seeds.update(report["config"]["seeds"])
-    sources.append(f"{path} ({report.get('command') or _command(path)})")
+    command_of = (report.get("command")
+                  or reporting.read_command_md(path.parent))
+    sources.append(f"{path} ({command_of})")
   if not rows:
     raise FileNotFoundError(f"--studies: no results.json in {cfg.results}"
                             f" for any of {list(cfg.studies)}")

@@ -630,13 +630,12 @@ def summarize(cfg: DetectionStudyConfig, runs: list[dict], chosen: dict
                                    for r in group.values())}
         for base in ("musgd", "muon"):
           if base in cfg.arms:
-            d = paired(group, finals(runs, chosen, size, base),
-                       "test_map50_95")
-            if d is not None:
-              row[f"d_vs_{base}"] = d
-            d = paired(group, finals(runs, chosen, size, base), "gap")
-            if d is not None:  # > 0: MiMuon's gap is smaller
-              row[f"d_gap_vs_{base}"] = d
+            base_runs = finals(runs, chosen, size, base)
+            # gap: > 0 is a smaller gap for MiMuon.
+            for metric, key in (("test_map50_95", "d_vs"), ("gap", "d_gap_vs")):
+              d = paired(group, base_runs, metric)
+              if d is not None:
+                row[f"{key}_{base}"] = d
       rows.append(row)
   return rows
 

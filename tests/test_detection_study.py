@@ -74,7 +74,7 @@ def test_gate_statistic_on_real_momenta_matches_float64_svd(tiny):
   exercised on real data, not only on planted spectra."""
   import mimuon_optax
   from mimuon_optax.models.yolo26 import optim as yolo_optim
-  from test_gap import reference_stats  # pylint: disable=import-outside-toplevel
+  from test_gap import EPS32, reference_stats  # pylint: disable=import-outside-toplevel
   state = detection_loop.TrainState.create(tiny["model"], tiny["tx"])
   hparams = study.hyperparams("musgd", 0.01, 1.0, 0.0)
   for _ in range(4):
@@ -95,24 +95,25 @@ def test_gate_statistic_on_real_momenta_matches_float64_svd(tiny):
                jax.tree_util.tree_leaves_with_path(
                    dims, is_leaf=lambda d: d is None or isinstance(
                        d, mimuon_optax.MuonDimensionNumbers))}
-  matrices = [m.reshape(-1, m.shape[-1]) for name, m in momenta.items()
-              if flat_dims.get(name) is not None]
-  assert len(matrices) > 50, len(matrices)
+  by_shape = {}  # One stack per shape (as the gate batches a stack).
+  for name, m in momenta.items():
+    if flat_dims.get(name) is not None:
+      x = m.reshape(-1, m.shape[-1])
+      by_shape.setdefault(x.shape, []).append(x)
+  assert sum(map(len, by_shape.values())) > 50, by_shape.keys()
   low_rank = 0
-  shapes = sorted({x.shape for x in matrices})
+  shapes = sorted(by_shape)
   # In-graph float64 compiles once per shape (~1 s each): the 8 shapes that
   # hold the most matrices and the 4 largest; the host's LAPACK takes all.
-  count = lambda shape: sum(x.shape == shape for x in matrices)
-  some = set(sorted(shapes, key=lambda s: (-count(s), s))[:8])
+  some = set(sorted(shapes, key=lambda s: (-len(by_shape[s]), s))[:8])
   some |= set(sorted(shapes, key=lambda s: -s[0] * s[1])[:4])
   for precision, checked in (("host", shapes), ("float64", sorted(some))):
-    # One batch per shape (as the gate batches a stack).
     for shape in checked:
-      stack = np.stack([x for x in matrices if x.shape == shape])
+      stack = np.stack(by_shape[shape])
       got = mimuon_optax.spectral_gap(jnp.asarray(stack), precision=precision)
       for i, x in enumerate(stack):
         kappa, rel, rho, s = reference_stats(x)
-        rank = int(np.sum(s > max(shape) * np.finfo(np.float32).eps * s[-1]))
+        rank = int(np.sum(s > max(shape) * EPS32 * s[-1]))  # its floor
         assert int(got.rank[i]) == rank, (precision, shape, i)
         low_rank += precision == "host" and rank < min(shape)
         # Within the documented resolution (a gap's error bound, absolute):

@@ -114,6 +114,19 @@ def test_checkpoint_mismatch_is_an_error(tmp_path):
                              checkpoint.abstract_like(params, state))
 
 
+def test_command_md_reads_back_what_it_wrote(tmp_path):
+  """`read_command_md` returns the command `write_command_md` wrote (flags
+  with spaces and a continuation kept), and "" without a file or block."""
+  command = ("python -m experiments.yolo26_detection --preset cpu --sizes"
+             " 4000 --epochs 2 \\\n    --out 'runs/a b'")
+  reporting.write_command_md(tmp_path, "t", command, (0, 1), 1.0,
+                             notes=["```bash\nnot this\n```"])
+  assert reporting.read_command_md(tmp_path) == command
+  assert reporting.read_command_md(tmp_path / "absent") == ""
+  (tmp_path / "COMMAND.md").write_text("# t\n\nno block\n")
+  assert reporting.read_command_md(tmp_path) == ""
+
+
 def test_config_flags_round_trip():
   cfg = cli.parse_config(train_lm.TrainLMConfig, "", [
       "--optimizer", "muon", "--lr", "0.05", "--adam-lr", "none",

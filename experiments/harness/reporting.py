@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 from typing import Any, Sequence
 
 import jax
@@ -112,3 +113,13 @@ def write_command_md(out: str | os.PathLike, title: str, command: str,
   ]
   lines += [f"- {n}" for n in notes]
   pathlib.Path(out, "COMMAND.md").write_text("\n".join(lines) + "\n")
+
+
+def read_command_md(out: str | os.PathLike) -> str:
+  """The command `write_command_md` wrote into ``out``/COMMAND.md (its
+  ```bash block), or "" where there is no such file or block."""
+  path = pathlib.Path(out, "COMMAND.md")
+  if not path.exists():
+    return ""
+  found = re.search(r"```bash\n(.*?)\n```", path.read_text(), re.S)
+  return found.group(1).strip() if found else ""
